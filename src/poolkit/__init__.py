@@ -1,0 +1,72 @@
+"""poolkit: an asyncio-native connection pool framework.
+
+One pool core, one small backend seam (:class:`Connector`), the same behaviour and stats for
+PostgreSQL (``poolkit.postgres``), MySQL/MariaDB (``poolkit.mysql``), HTTP (``poolkit.http``)
+and WebSocket (``poolkit.websocket``) connections.
+"""
+
+from __future__ import annotations
+
+from ._config import CheckPolicy as CheckPolicy
+from ._config import PoolConfig as PoolConfig
+from ._connector import Connector as Connector
+from ._connector import SupportsAbort as SupportsAbort
+from ._connector import SupportsDescribe as SupportsDescribe
+from ._connector import SupportsIsClosed as SupportsIsClosed
+from ._connector import SupportsNeedsReset as SupportsNeedsReset
+from ._events import PoolEvent as PoolEvent
+from ._keyed import KeyedPool as KeyedPool
+from ._pool import AcquireContext as AcquireContext
+from ._pool import Pool as Pool
+from ._stats import PoolStats as PoolStats
+from ._stats import Summary as Summary
+from ._stats import sizing_hint as sizing_hint
+from .errors import AuthenticationError as AuthenticationError
+from .errors import ConfigError as ConfigError
+from .errors import ConnectError as ConnectError
+from .errors import ConnectionBroken as ConnectionBroken
+from .errors import PoolClosed as PoolClosed
+from .errors import PoolError as PoolError
+from .errors import PoolOverloaded as PoolOverloaded
+from .errors import PoolTimeout as PoolTimeout
+from .errors import PoolUsageError as PoolUsageError
+from .errors import TLSError as TLSError
+
+__version__ = "0.1.0.dev0"
+
+__all__ = (
+    "AcquireContext",
+    "AuthenticationError",
+    "CheckPolicy",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionBroken",
+    "Connector",
+    "KeyedPool",
+    "Pool",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolError",
+    "PoolEvent",
+    "PoolOverloaded",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolUsageError",
+    "Summary",
+    "SupportsAbort",
+    "SupportsDescribe",
+    "SupportsIsClosed",
+    "SupportsNeedsReset",
+    "TLSError",
+    "__version__",
+    "sizing_hint",
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("poolkit."):
+        try:
+            _obj.__module__ = "poolkit"
+        except (AttributeError, TypeError):  # pragma: no cover - some objects are read-only
+            pass
+del _name, _obj
