@@ -20,6 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 pytest_plugins = sorted(p.stem for p in Path(__file__).parent.glob("fix_*.py"))
+# Fixture modules import each other; mark them all for assertion rewriting before any loads.
+pytest.register_assert_rewrite(*pytest_plugins)
 
 
 @pytest.fixture(autouse=True)

@@ -61,6 +61,11 @@ class _SharedBudget:
         self._refill_scheduled = True
         loop.call_soon(self._refill)
 
+    def others_waiting(self, pool: Pool[Any]) -> bool:
+        if self.total() + 1 < self.limit:
+            return False
+        return any(p is not pool and p._waiters for p in self._owner._pools.values())
+
     def _refill(self) -> None:
         self._refill_scheduled = False
         for other in list(self._owner._pools.values()):

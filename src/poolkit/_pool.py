@@ -388,12 +388,17 @@ class Pool(Generic[C]):
         loop_alive = self._loop is not None and not self._loop.is_closed()
         if loop_alive:
             self._fail_waiters()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
+        for task in tasks:
             if loop_alive:
                 task.cancel()
+            else:
+                # The loop is gone: the task can never run again. Say nothing when it is
+                # collected ("Task was destroyed but it is pending" is noise here).
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
         self._tasks.clear()
-        if self._maintenance is not None and loop_alive:
-            self._maintenance.cancel()
         self._maintenance = None
         for record in list(self._records.values()):
             self._abort_record(record, "terminated")
@@ -778,6 +783,10 @@ class Pool(Generic[C]):
             del self._in_use[id(record.conn)]
             record.lease += 1
             record.uses -= 1
+        if self._budget is not None and self._budget.others_waiting(self):
+            # At the global cap another key needs this slot more than our idle stack does.
+            self._spawn_close(record, "evicted")
+            return
         record.state = State.IDLE
         if not keep_idle_since:
             record.idle_since = now
@@ -1202,19 +1211,20 @@ class Pool(Generic[C]):
         horizon = now + 60.0
         keep: list[ConnectionRecord[C]] = []
         to_check: list[ConnectionRecord[C]] = []
-        idle_count = len(self._idle)
+        size = self._size()
+        closed = 0
         for record in self._idle:
             reason = self._retire_reason(record, now)
             if (
                 reason is None
                 and cfg.max_idle_time is not None
                 and now - record.idle_since >= cfg.max_idle_time
-                and self._size() - (idle_count - len(keep) - len(to_check)) + len(keep)
-                >= cfg.min_size + 1
+                and size - closed > cfg.min_size
             ):
                 reason = "idle"
             if reason is not None:
                 self._spawn_close(record, reason)
+                closed += 1
                 continue
             horizon = min(horizon, record.expires_at)
             if cfg.max_idle_time is not None:
@@ -1401,6 +1411,10 @@ class _Budget(Protocol):
 
     def freed(self, pool: Pool[Any]) -> None:
         """``pool`` gave up a connection slot."""
+        ...
+
+    def others_waiting(self, pool: Pool[Any]) -> bool:
+        """Whether the cap is reached while the pool of another key has tasks waiting."""
         ...
 
 
