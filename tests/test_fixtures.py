@@ -275,7 +275,14 @@ async def test_proxy_forwards_a_real_postgres_session(
     try:
         assert await conn.fetchval("SELECT 1") == 1
         await proxy.reset()
-        with pytest.raises((ConnectionError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+        with pytest.raises(
+            (
+                ConnectionError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            )
+        ):
             await conn.fetchval("SELECT 1")
     finally:
         conn.terminate()
@@ -415,7 +422,14 @@ async def test_temp_postgres_accepts_connections_and_restarts(
         assert await conn.fetchval("SELECT current_database()") == "test"
         assert await temp_postgres.client_connections() == 1
         await temp_postgres.restart()
-        with pytest.raises((ConnectionError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+        with pytest.raises(
+            (
+                ConnectionError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            )
+        ):
             await conn.fetchval("SELECT 1")
     finally:
         conn.terminate()
@@ -446,7 +460,14 @@ async def test_temp_postgres_terminate_connections_kills_clients(
     conn = await asyncpg.connect(temp_postgres.dsn)
     try:
         assert await temp_postgres.terminate_connections() == 1
-        with pytest.raises((ConnectionError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+        with pytest.raises(
+            (
+                ConnectionError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            )
+        ):
             await conn.fetchval("SELECT 1")
     finally:
         conn.terminate()
@@ -626,7 +647,14 @@ async def test_pgbouncer_restart_drops_clients(
     conn = await asyncpg.connect(bouncer.dsn, statement_cache_size=0)
     try:
         await bouncer.restart()
-        with pytest.raises((ConnectionError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+        with pytest.raises(
+            (
+                ConnectionError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            )
+        ):
             await conn.fetchval("SELECT 1")
     finally:
         conn.terminate()
