@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import time
@@ -86,6 +87,9 @@ class _Lifecycle:
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
+
+
+_OPEN = _Lifecycle.OPEN
 
 
 class Pool(Generic[C]):
@@ -156,9 +160,10 @@ class Pool(Generic[C]):
         self._on_release = on_release
         self._on_close = on_close
         self._on_event = on_event
-        self._check_policy = config.check_on_acquire
+        self._apply_config_cache(config)
         # Set by KeyedPool: a connection budget shared with the pools of other keys.
         self._budget: _Budget | None = None
+        self._shrinking = False  # set by a resize() below the current size
 
         self._lifecycle = _Lifecycle.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,6 +204,16 @@ class Pool(Generic[C]):
         self._use_time = Histogram()
         self._create_time = Histogram()
         _ALL_POOLS.add(self)
+
+    def _apply_config_cache(self, config: PoolConfig) -> None:
+        """Keep the values the hot paths read as plain attributes."""
+        policy = config.check_on_acquire
+        # Idle seconds after which acquire checks: inf = never, -1 = always.
+        self._check_after: float = (
+            math.inf if policy == "never" else -1.0 if policy == "always" else float(policy)
+        )
+        self._leak_threshold = config.leak_threshold
+        self._max_uses: float = math.inf if config.max_uses is None else config.max_uses
 
     # ------------------------------------------------------------------ properties
 
@@ -469,45 +484,57 @@ class Pool(Generic[C]):
             raise self._foreign_release_error(conn)
         self._release_record(record, record.lease, discard=discard, failed=False)
 
+    def _take_fast(self) -> ConnectionRecord[C] | None:
+        """The fast path, synchronous: lend the top idle connection if nothing stands in the way.
+
+        Returns ``None`` (changing nothing) whenever the slow path must decide: nothing idle,
+        tasks waiting, a check due, a retirement due, a hook to run, another loop or process.
+        """
+        idle = self._idle
+        if (
+            not idle
+            or self._waiters
+            or self._lifecycle != _OPEN
+            or self._on_acquire is not None
+            or asyncio.get_running_loop() is not self._loop
+            or self._fork_generation != _ForkState.generation
+        ):
+            return None
+        record = idle[-1]
+        now = self._clock()
+        if (
+            now >= record.expires_at
+            or now - record.idle_since > self._check_after
+            or record.generation != self._generation
+            or (self._is_closed_cap is not None and self._is_closed_cap(record.conn))
+        ):
+            return None
+        idle.pop()
+        record.state = State.IN_USE
+        record.acquired_at = now
+        record.lease += 1
+        record.uses += 1
+        self._in_use[id(record.conn)] = record
+        self._acquires += 1
+        self._wait_time.record_zero()
+        if self._leak_threshold is not None:
+            record.leak_reported = False
+            record.stack = capture_stack(3)
+        if self._on_event is not None or logger.isEnabledFor(_DEBUG):
+            self._emit("acquire", record, duration=0.0)
+        return record
+
     async def _acquire_record(self, timeout: float | None) -> ConnectionRecord[C]:
-        if self._lifecycle != _Lifecycle.OPEN:
+        record = self._take_fast()
+        if record is not None:
+            return record
+        if self._lifecycle != _OPEN:
             self._open_implicitly()
         if asyncio.get_running_loop() is not self._loop or (
             self._fork_generation != _ForkState.generation
         ):
             self._check_loop()
-        idle = self._idle
-        if idle and not self._waiters:
-            record = idle.pop()
-            conn = record.conn
-            now = self._clock()
-            policy = self._check_policy
-            if (
-                now < record.expires_at
-                and record.generation == self._generation
-                and (self._is_closed_cap is None or not self._is_closed_cap(conn))
-                and (
-                    policy == "never" or (policy != "always" and now - record.idle_since <= policy)
-                )
-            ):
-                record.state = State.IN_USE
-                record.acquired_at = now
-                record.lease += 1
-                record.uses += 1
-                self._in_use[id(conn)] = record
-                self._acquires += 1
-                self._wait_time.record_zero()
-                if self._config.leak_threshold is not None:
-                    record.stack = capture_stack(3)
-                if self._on_acquire is not None:
-                    await self._run_on_acquire(record)
-                if self._on_event is not None or logger.isEnabledFor(_DEBUG):
-                    self._emit("acquire", record, duration=0.0)
-                return record
-            idle.append(record)
-        return await self._acquire_slow(
-            self._config.acquire_timeout if timeout is None else timeout
-        )
+        return await self._acquire_slow(self._config.acquire_timeout if timeout is None else timeout)
 
     async def _acquire_slow(self, timeout: float) -> ConnectionRecord[C]:
         start = self._clock()
@@ -533,6 +560,7 @@ class Pool(Generic[C]):
             self._wait_time.record(now - start)
             if self._config.leak_threshold is not None:
                 record.stack = capture_stack(4)
+                record.leak_reported = False
             if self._on_acquire is not None:
                 await self._run_on_acquire(record)
             if self._on_event is not None or logger.isEnabledFor(_DEBUG):
@@ -659,12 +687,32 @@ class Pool(Generic[C]):
             )
         if self._on_event is not None or logger.isEnabledFor(_DEBUG):
             self._emit("release", record, duration=held)
-        if self._lifecycle != _Lifecycle.OPEN:
+        if self._lifecycle != _OPEN:
             if self._lifecycle == _Lifecycle.CLOSING:
                 self._spawn_close(record, "pool_closed")
                 self._note_returned()
             else:
                 self._abort_record(record, "pool_closed")
+            return
+        needs_reset = self._needs_reset_cap
+        if (
+            not discard
+            and not failed
+            and needs_reset is not None
+            and self._on_release is None
+            and not self._shrinking
+            and now < record.expires_at
+            and record.generation == self._generation
+            and record.uses < self._max_uses
+            and not needs_reset(conn)
+        ):
+            # Clean and still good: no reset task, no I/O. A dead one is caught at next acquire.
+            if not self._waiters and self._budget is None:
+                record.state = State.IDLE
+                record.idle_since = now
+                self._idle.append(record)
+            else:
+                self._make_available(record, now)
             return
         reason: str | None = None
         if discard:
@@ -677,8 +725,11 @@ class Pool(Generic[C]):
             reason = "max_uses"
         elif self._is_closed_cap is not None and self._is_closed_cap(conn):
             reason = "broken"
-        elif self._size() >= self._config.max_size:
-            reason = "resized"
+        elif self._shrinking:
+            if self._size() >= self._config.max_size:
+                reason = "resized"
+            else:
+                self._shrinking = False
         if reason is not None:
             self._spawn_close(record, reason)
             self._fill()
@@ -728,12 +779,7 @@ class Pool(Generic[C]):
         )
 
     def _needs_check(self, record: ConnectionRecord[C], now: float) -> bool:
-        policy = self._check_policy
-        if policy == "never":
-            return False
-        if policy == "always":
-            return True
-        return now - record.idle_since > policy
+        return now - record.idle_since > self._check_after
 
     def _take_idle(self) -> ConnectionRecord[C] | None:
         """Pop the most recently used idle connection that is still usable."""
@@ -1285,9 +1331,11 @@ class Pool(Generic[C]):
         if max_size is not None:
             changes["max_size"] = max_size
         self._config = self._config.replace(**changes)
+        self._apply_config_cache(self._config)
         self._emit("pool.resize", reason=f"min={self._config.min_size} max={self._config.max_size}")
         if self._maintenance_wakeup is not None:
             self._maintenance_wakeup.set()
+        self._shrinking = self._size() > self._config.max_size
         excess = self._size() - self._config.max_size
         while excess > 0 and self._idle:
             record = self._idle.pop(0)
@@ -1434,7 +1482,9 @@ class AcquireContext(Generic[C]):
         self._lease = 0
 
     def __await__(self) -> Generator[Any, None, C]:
-        record = yield from self._pool._acquire_record(self._timeout).__await__()
+        record = self._pool._take_fast()
+        if record is None:
+            record = yield from self._pool._acquire_record(self._timeout).__await__()
         return record.conn
 
     async def __aenter__(self) -> C:
@@ -1443,7 +1493,9 @@ class AcquireContext(Generic[C]):
                 "this acquire() context is already in use; call pool.acquire() again",
                 pool=self._pool.name,
             )
-        record = await self._pool._acquire_record(self._timeout)
+        record = self._pool._take_fast()
+        if record is None:
+            record = await self._pool._acquire_record(self._timeout)
         self._record = record
         self._lease = record.lease
         return record.conn

@@ -87,7 +87,7 @@ def expiry(now: float, max_lifetime: float | None, jitter: float) -> float:
     return now + max_lifetime * (1.0 - jitter * random.random())
 
 
-def capture_stack(skip: int = 2, limit: int = 32) -> tuple[tuple[CodeType, int], ...]:
+def capture_stack(skip: int = 2, limit: int = 16) -> tuple[tuple[CodeType, int], ...]:
     """Capture the caller's stack cheaply as ``(code, lineno)`` pairs (formatted only if needed)."""
     frames: list[tuple[CodeType, int]] = []
     frame = sys._getframe(skip)

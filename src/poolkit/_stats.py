@@ -18,6 +18,8 @@ __all__ = ("BUCKET_BOUNDS", "Histogram", "PoolStats", "Summary", "sizing_hint")
 # Upper bounds (seconds) of the histogram buckets: 1 µs to ~140 s, ratio 1.25 (so a percentile
 # read from a bucket is within 25 % of the true value). The last bucket is +inf.
 BUCKET_BOUNDS: tuple[float, ...] = tuple(1e-6 * 1.25**i for i in range(85))
+_BOUNDS = BUCKET_BOUNDS
+_bisect = bisect_left
 
 
 class Histogram:
@@ -33,11 +35,13 @@ class Histogram:
 
     def record(self, value: float) -> None:
         """Add one observation."""
-        value = max(value, 0.0)
-        self._counts[bisect_left(BUCKET_BOUNDS, value)] += 1
+        if value < 0.0:
+            value = 0.0
+        self._counts[_bisect(_BOUNDS, value)] += 1
         self.count += 1
         self.sum += value
-        self.max = max(self.max, value)
+        if value > self.max:
+            self.max = value
 
     def record_zero(self) -> None:
         """Add one observation of zero seconds (the fast path: no wait)."""
