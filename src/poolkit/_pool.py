@@ -32,6 +32,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -649,7 +650,7 @@ class Pool(Generic[C]):
         self._make_available(record, self._clock(), keep_idle_since=True)
 
     async def _run_on_acquire(self, record: ConnectionRecord[C]) -> None:
-        hook = cast(Hook[C], self._on_acquire)
+        hook = cast("Hook[C]", self._on_acquire)
         try:
             result = hook(record.conn)
             if result is not None:
@@ -723,7 +724,13 @@ class Pool(Generic[C]):
             reason = "lifetime"
         elif self._config.max_uses is not None and record.uses >= self._config.max_uses:
             reason = "max_uses"
-        elif self._is_closed_cap is not None and self._is_closed_cap(conn):
+        elif (
+            self._on_release is None
+            and self._is_closed_cap is not None
+            and self._is_closed_cap(conn)
+        ):
+            # (With an on_release hook the test waits until the hook ran: the hook may be what
+            # makes the connection reusable; _make_available checks again after the reset.)
             reason = "broken"
         elif self._shrinking:
             if self._size() >= self._config.max_size:
@@ -1114,30 +1121,64 @@ class Pool(Generic[C]):
     async def _check_for_acquire(
         self, record: ConnectionRecord[C], deadline: float, timeout: float
     ) -> bool:
+        """Check ``record`` before lending it; ``False`` if it failed (and was closed).
+
+        The check runs in a pool-owned task. If the caller gives up first (its acquire timeout
+        runs out, or it is cancelled), the check goes on without it and a healthy connection
+        returns to the pool: giving up never costs a good connection.
+        """
         record.state = State.CHECKING
         self._checking += 1
-        limit = min(self._config.check_timeout, max(deadline - self._clock(), 0.0))
+        checker = self._spawn(self._check(record))
         try:
-            async with asyncio.timeout(limit):
+            await asyncio.wait((checker,), timeout=max(deadline - self._clock(), 0.0))
+        except BaseException:
+            checker.add_done_callback(partial(self._adopt_checked, record))
+            raise
+        if not checker.done():
+            checker.add_done_callback(partial(self._adopt_checked, record))
+            raise self._timeout_error(timeout)
+        if not checker.result():
+            return False
+        self._checking -= 1
+        record.last_checked = self._clock()
+        return True
+
+    async def _check(self, record: ConnectionRecord[C]) -> bool:
+        """Run one bounded check; on failure close the connection and return ``False``.
+
+        On success the record stays in state CHECKING for whoever started the check.
+        """
+        try:
+            async with asyncio.timeout(self._config.check_timeout):
                 await self._connector.check(record.conn)
         except Exception as exc:
             self._checking -= 1
             self._check_failures += 1
             self._emit("check.failed", record, error=exc)
             self._spawn_close(record, "check_failed")
+            self._note_returned()
             self._fill()
-            if isinstance(exc, TimeoutError) and self._clock() >= deadline:
-                raise self._timeout_error(timeout) from exc
             return False
         except BaseException:
-            # Cancelled mid-check: the connection's protocol state is unknown; close it.
             self._checking -= 1
-            self._spawn_close(record, "broken")
-            self._fill()
+            self._abort_record(record, "pool_closed")
+            self._note_returned()
             raise
+        return True
+
+    def _adopt_checked(self, record: ConnectionRecord[C], task: asyncio.Task[bool]) -> None:
+        """A check nobody waits for anymore finished: put a healthy connection back."""
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return
         self._checking -= 1
         record.last_checked = self._clock()
-        return True
+        self._make_available(record, record.last_checked, keep_idle_since=True)
+        if record.state is State.IDLE and self._idle and self._idle[-1] is record:
+            # Keep the LIFO order by recency of *use*: a checked connection goes to the bottom.
+            self._idle.pop()
+            self._idle.insert(0, record)
+        self._note_returned()
 
     async def _reset(self, record: ConnectionRecord[C]) -> None:
         conn = record.conn
@@ -1185,30 +1226,6 @@ class Pool(Generic[C]):
         finally:
             self._closing_count -= 1
 
-    async def _background_check(self, record: ConnectionRecord[C]) -> None:
-        try:
-            async with asyncio.timeout(self._config.check_timeout):
-                await self._connector.check(record.conn)
-        except Exception as exc:
-            self._checking -= 1
-            self._check_failures += 1
-            self._emit("check.failed", record, error=exc)
-            self._spawn_close(record, "check_failed")
-            self._fill()
-            return
-        except BaseException:
-            self._checking -= 1
-            self._abort_record(record, "pool_closed")
-            raise
-        self._checking -= 1
-        record.last_checked = self._clock()
-        self._make_available(record, record.last_checked, keep_idle_since=True)
-        if record.state is State.IDLE and self._idle and self._idle[-1] is record:
-            # Keep the LIFO order by recency of *use*: a checked connection goes to the bottom.
-            self._idle.pop()
-            self._idle.insert(0, record)
-        self._note_returned()
-
     async def _wait_tasks(self, limit: float) -> None:
         pending = [t for t in self._tasks if not t.done()]
         if not pending:
@@ -1254,7 +1271,10 @@ class Pool(Generic[C]):
             return 60.0
         now = self._clock() if now is None else now
         cfg = self._config
-        horizon = now + 60.0
+        # Wake at least as often as the shortest periodic duty: a connection that goes idle
+        # (or is lent) after this pass must still be checked, reaped or reported on time.
+        periods = (cfg.health_check_interval, cfg.max_idle_time, cfg.leak_threshold)
+        horizon = now + min([60.0, *(t for t in periods if t is not None)])
         keep: list[ConnectionRecord[C]] = []
         to_check: list[ConnectionRecord[C]] = []
         size = self._size()
@@ -1286,7 +1306,8 @@ class Pool(Generic[C]):
         for record in to_check:
             record.state = State.CHECKING
             self._checking += 1
-            self._spawn(self._background_check(record))
+            checker = self._spawn(self._check(record))
+            checker.add_done_callback(partial(self._adopt_checked, record))
         if cfg.leak_threshold is not None:
             for record in list(self._in_use.values()):
                 held = now - record.acquired_at

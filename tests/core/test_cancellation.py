@@ -194,7 +194,7 @@ async def test_wait_for_around_acquire_bounds_it() -> None:
     """asyncio.wait_for(pool.acquire(), t) cancels cleanly (psycopg #1401 does not apply)."""
     connector = FakeConnector(check="never")
     async with Pool(
-        connector, min_size=1, max_size=1, check_on_acquire="always", check_timeout=30
+        connector, min_size=1, max_size=1, check_on_acquire="always", check_timeout=0.2
     ) as pool:
 
         async def acquire() -> object:
@@ -207,3 +207,23 @@ async def test_wait_for_around_acquire_bounds_it() -> None:
         assert_pool_consistent(pool)
         async with pool.acquire(timeout=2):
             pass
+
+
+async def test_caller_giving_up_during_check_keeps_a_healthy_connection() -> None:
+    """A check outlived by its caller's deadline finishes in the background; a healthy
+    connection goes back to the pool instead of being discarded."""
+    connector = FakeConnector(check="slow", delay=0.1, needs_reset=False)
+    async with Pool(
+        connector, min_size=1, max_size=1, check_on_acquire="always", check_timeout=1
+    ) as pool:
+        first = connector.opened[0]
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0.02)
+        await settle(pool)
+        stats = pool.stats()
+        assert stats.check_failures == 0
+        assert stats.idle == 1
+        assert first.alive
+        connector.set("check", "ok")
+        async with pool.acquire() as conn:
+            assert conn is first
