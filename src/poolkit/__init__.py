@@ -15,8 +15,18 @@ from ._connector import SupportsDescribe as SupportsDescribe
 from ._connector import SupportsIsClosed as SupportsIsClosed
 from ._connector import SupportsNeedsReset as SupportsNeedsReset
 from ._events import PoolEvent as PoolEvent
+from ._health import Finding as Finding
+from ._health import HealthMonitor as HealthMonitor
+from ._health import HealthReport as HealthReport
+from ._health import HealthSample as HealthSample
+from ._health import HealthThresholds as HealthThresholds
+from ._health import pool_health as pool_health
 from ._keyed import KeyedPool as KeyedPool
 from ._pool import AcquireContext as AcquireContext
+from ._multiconfig import PoolSettings as PoolSettings
+from ._multiconfig import Secret as Secret
+from ._multiconfig import pools_from_env as pools_from_env
+from ._multiconfig import pools_from_mapping as pools_from_mapping
 from ._pool import Pool as Pool
 from ._stats import PoolStats as PoolStats
 from ._stats import Summary as Summary
@@ -42,6 +52,11 @@ __all__ = (
     "ConnectError",
     "ConnectionBroken",
     "Connector",
+    "Finding",
+    "HealthMonitor",
+    "HealthReport",
+    "HealthSample",
+    "HealthThresholds",
     "KeyedPool",
     "Pool",
     "PoolClosed",
@@ -49,9 +64,11 @@ __all__ = (
     "PoolError",
     "PoolEvent",
     "PoolOverloaded",
+    "PoolSettings",
     "PoolStats",
     "PoolTimeout",
     "PoolUsageError",
+    "Secret",
     "Summary",
     "SupportsAbort",
     "SupportsDescribe",
@@ -59,6 +76,9 @@ __all__ = (
     "SupportsNeedsReset",
     "TLSError",
     "__version__",
+    "pool_health",
+    "pools_from_env",
+    "pools_from_mapping",
     "sizing_hint",
 )
 
