@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from ._config import PoolConfig
 from ._connector import Connector
@@ -323,7 +323,7 @@ class Pool(Generic[C]):
             self._make_available(record, self._clock())
         self._fill()
 
-    async def __aenter__(self) -> Pool[C]:
+    async def __aenter__(self) -> Self:
         await self.open(wait=True)
         return self
 
@@ -897,10 +897,10 @@ class Pool(Generic[C]):
             return
         size = self._size()
         room = self._config.max_size - size
-        wanted = max(
-            len(self._waiters) - self._connecting - self._resetting,
-            self._config.min_size - size,
-        )
+        # Connections being reset are not counted as supply: the point of resetting off the
+        # caller's path is that the caller does not wait for it. A waiter gets whichever comes
+        # first, the reset one or a new one (bounded by max_size; extras are reaped when idle).
+        wanted = max(len(self._waiters) - self._connecting, self._config.min_size - size)
         if wanted <= 0 or room <= 0:
             return
         if self._probe is not None:
