@@ -22,12 +22,15 @@ from ._health import HealthSample as HealthSample
 from ._health import HealthThresholds as HealthThresholds
 from ._health import pool_health as pool_health
 from ._keyed import KeyedPool as KeyedPool
-from ._pool import AcquireContext as AcquireContext
 from ._multiconfig import PoolSettings as PoolSettings
 from ._multiconfig import Secret as Secret
 from ._multiconfig import pools_from_env as pools_from_env
 from ._multiconfig import pools_from_mapping as pools_from_mapping
+from ._pool import AcquireContext as AcquireContext
 from ._pool import Pool as Pool
+from ._registry import ManagedPool as ManagedPool
+from ._registry import Registry as Registry
+from ._registry import registry as registry
 from ._stats import PoolStats as PoolStats
 from ._stats import Summary as Summary
 from ._stats import sizing_hint as sizing_hint
@@ -58,6 +61,7 @@ __all__ = (
     "HealthSample",
     "HealthThresholds",
     "KeyedPool",
+    "ManagedPool",
     "Pool",
     "PoolClosed",
     "PoolConfig",
@@ -68,6 +72,7 @@ __all__ = (
     "PoolStats",
     "PoolTimeout",
     "PoolUsageError",
+    "Registry",
     "Secret",
     "Summary",
     "SupportsAbort",
@@ -79,6 +84,7 @@ __all__ = (
     "pool_health",
     "pools_from_env",
     "pools_from_mapping",
+    "registry",
     "sizing_hint",
 )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import math
@@ -71,6 +72,10 @@ _ALL_POOLS: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
 
 class _ForkState:
     generation = 0
+
+
+# Parent objects kept referenced in a forked child (see Pool._forget_after_fork).
+_FORK_ORPHANS: list[object] = []
 
 
 def _after_fork_in_child() -> None:
@@ -183,6 +188,7 @@ class Pool(Generic[C]):
         self._maintenance: asyncio.Task[None] | None = None
         self._maintenance_wakeup: asyncio.Event | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._progress: asyncio.Future[None] | None = None  # open() waiting for growers
         self._growers: set[asyncio.Task[None]] = set()
         self._growers_counted: set[asyncio.Task[None]] = set()
         self._consecutive_failures = 0
@@ -285,31 +291,36 @@ class Pool(Generic[C]):
         if not wait:
             self._fill()
             return
-        wanted = max(self._config.min_size, 1) - self._size()
-        if wanted <= 0:
-            return
+        target = max(self._config.min_size, 1)
         limit = self._config.connect_timeout if timeout is None else timeout
-        self._connecting += wanted
-        attempts = [asyncio.ensure_future(self._connect_attempt()) for _ in range(wanted)]
+        errors_before = self._connect_errors
         try:
             async with asyncio.timeout(limit):
-                records = await asyncio.gather(*attempts)
+                while self._established() < target:
+                    missing = min(
+                        target - self._established() - self._connecting,
+                        self._config.max_size - self._size(),
+                    )
+                    if missing > 0:
+                        await self._open_now(missing)
+                        continue
+                    # Connections are already being opened in the background: wait for them,
+                    # but fail fast if one of them fails.
+                    if self._connect_errors > errors_before and self._last_connect_error:
+                        raise _copy_error(self._last_connect_error)
+                    loop = cast(asyncio.AbstractEventLoop, self._loop)
+                    self._progress = loop.create_future()
+                    await self._progress
         except BaseException as exc:
-            for attempt in attempts:
-                attempt.cancel()
-            results = await asyncio.gather(*attempts, return_exceptions=True)
-            self._connecting -= wanted
-            for result in results:
-                if isinstance(result, ConnectionRecord):
-                    self._records[id(result.conn)] = result
-                    self._spawn_close(result, "pool_closed")
             if first_open and isinstance(exc, Exception):
                 # Leave the pool as if it had never been opened, so open() can be retried.
                 await self._stop_background()
+                for record in list(self._idle):
+                    self._spawn_close(record, "pool_closed", from_idle=True)
                 self._lifecycle = _Lifecycle.NEW
             if isinstance(exc, TimeoutError) and not isinstance(exc, PoolError):
                 raise PoolTimeout(
-                    f"pool {self._name!r}: opening {wanted} connection(s) to {self._target} "
+                    f"pool {self._name!r}: opening {target} connection(s) to {self._target} "
                     f"took longer than {limit} s",
                     pool=self._name,
                     phase="open",
@@ -317,11 +328,31 @@ class Pool(Generic[C]):
                     max_size=self._config.max_size,
                 ) from self._last_connect_error
             raise
-        self._connecting -= wanted
+        self._fill()
+
+    def _established(self) -> int:
+        return len(self._idle) + len(self._in_use) + self._checking + self._resetting
+
+    async def _open_now(self, count: int) -> None:
+        """Open ``count`` connections concurrently; on any failure close the others and raise."""
+        self._connecting += count
+        attempts = [asyncio.ensure_future(self._connect_attempt()) for _ in range(count)]
+        try:
+            records = await asyncio.gather(*attempts)
+        except BaseException:
+            for attempt in attempts:
+                attempt.cancel()
+            results = await asyncio.gather(*attempts, return_exceptions=True)
+            self._connecting -= count
+            for result in results:
+                if isinstance(result, ConnectionRecord):
+                    self._records[id(result.conn)] = result
+                    self._spawn_close(result, "pool_closed")
+            raise
+        self._connecting -= count
         for record in records:
             self._records[id(record.conn)] = record
             self._make_available(record, self._clock())
-        self._fill()
 
     async def __aenter__(self) -> Self:
         await self.open(wait=True)
@@ -414,6 +445,11 @@ class Pool(Generic[C]):
                 # The loop is gone: the task can never run again. Say nothing when it is
                 # collected ("Task was destroyed but it is pending" is noise here).
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
+                coro = task.get_coro()
+                if inspect.iscoroutine(coro) and (
+                    inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+                ):
+                    coro.close()  # never started: no "coroutine was never awaited" warning
         self._tasks.clear()
         self._maintenance = None
         for record in list(self._records.values()):
@@ -535,7 +571,9 @@ class Pool(Generic[C]):
             self._fork_generation != _ForkState.generation
         ):
             self._check_loop()
-        return await self._acquire_slow(self._config.acquire_timeout if timeout is None else timeout)
+        return await self._acquire_slow(
+            self._config.acquire_timeout if timeout is None else timeout
+        )
 
     async def _acquire_slow(self, timeout: float) -> ConnectionRecord[C]:
         start = self._clock()
@@ -893,7 +931,12 @@ class Pool(Generic[C]):
 
     def _fill(self) -> None:
         """Start connection attempts for waiters and for ``min_size`` (sync; no I/O here)."""
-        if self._lifecycle != _Lifecycle.OPEN or self._loop is None or self._loop.is_closed():
+        if (
+            self._lifecycle != _OPEN
+            or self._loop is None
+            or self._loop.is_closed()
+            or self._fork_generation != _ForkState.generation
+        ):
             return
         size = self._size()
         room = self._config.max_size - size
@@ -963,11 +1006,19 @@ class Pool(Generic[C]):
         self._fill()
 
     def _forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's connections without closing them."""
+        """In a forked child: drop the parent's connections without closing them.
+
+        The parent's objects stay referenced for the child's whole life: collecting them would
+        run driver finalizers that close (or unregister from a shared epoll) sockets the parent
+        still uses.
+        """
+        _FORK_ORPHANS.append(
+            (dict(self._records), list(self._tasks), self._maintenance, self._loop, self._idle)
+        )
+        self._idle = []
         self._records.clear()
-        self._idle.clear()
-        self._in_use.clear()
-        self._tasks.clear()
+        self._in_use = {}
+        self._tasks = set()
         self._maintenance = None
         self._waiters = Waiters()
         self._connecting = self._checking = self._resetting = self._closing_count = 0
@@ -1054,7 +1105,12 @@ class Pool(Generic[C]):
                 self._abort_cap(conn)
             raise
 
+    def _signal_progress(self) -> None:
+        if self._progress is not None and not self._progress.done():
+            self._progress.set_result(None)
+
     def _note_connect_failure(self, error: BaseException) -> None:
+        self._signal_progress()
         self._connect_errors += 1
         self._consecutive_failures += 1
         self._last_connect_error = error
@@ -1097,9 +1153,11 @@ class Pool(Generic[C]):
             self._spawn_close(record, "pool_closed")
             return
         self._make_available(record, self._clock())
+        self._signal_progress()
         self._fill()
 
     def _grower_done(self, task: asyncio.Task[None]) -> None:
+        self._signal_progress()
         self._growers.discard(task)
         if task in self._growers_counted:
             self._growers_counted.discard(task)
@@ -1267,7 +1325,7 @@ class Pool(Generic[C]):
         starts background health checks of connections idle past ``health_check_interval``,
         reports connections held past ``leak_threshold`` and refills to ``min_size``.
         """
-        if self._lifecycle != _Lifecycle.OPEN:
+        if self._lifecycle != _OPEN or self._fork_generation != _ForkState.generation:
             return 60.0
         now = self._clock() if now is None else now
         cfg = self._config
