@@ -245,3 +245,46 @@ async def test_failing_on_release_discards() -> None:
         await settle(pool)
         assert conn.closed
         assert pool.stats().reset_failures == 1
+
+
+async def test_waiter_resets_the_connection_it_is_handed() -> None:
+    """Under contention the oldest waiter resets the released connection before using it."""
+    connector = FakeConnector()
+    async with Pool(connector, min_size=1, max_size=1) as pool:
+        conn = await pool.acquire()
+        conn.dirty = True
+        tasks_before = len(asyncio.all_tasks())
+        waiter = asyncio.ensure_future(pool.acquire(timeout=5))
+        await asyncio.sleep(0.01)
+        await pool.release(conn)
+        assert len(asyncio.all_tasks()) == tasks_before + 1  # no reset task: the waiter does it
+        got = await waiter
+        assert got is conn
+        assert not got.dirty
+        assert got.resets == 1
+        await pool.release(got)
+        assert_pool_consistent(pool)
+
+
+async def test_waiter_cancelled_during_its_reset_closes_the_connection() -> None:
+    """A waiter cancelled while resetting the connection it was handed closes it (never lent
+    half-reset); the pool replaces it."""
+    connector = FakeConnector(reset="slow", delay=0.5)
+    async with Pool(connector, min_size=1, max_size=1) as pool:
+        conn = await pool.acquire()
+        conn.dirty = True
+        waiter = asyncio.ensure_future(pool.acquire(timeout=5))
+        await asyncio.sleep(0.01)
+        await pool.release(conn)
+        await asyncio.sleep(0.01)
+        assert pool.stats().resetting == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        connector.set("reset", "ok")
+        await settle(pool)
+        assert conn.closed
+        assert pool.stats().closed["broken"] == 1
+        async with pool.acquire(timeout=2) as fresh:
+            assert fresh is not conn
+        assert_pool_consistent(pool)
