@@ -217,8 +217,10 @@ class Proxy:
                 up_reader, up_writer = await asyncio.open_connection(
                     self.target_host, self.target_port
                 )
-            except OSError:
+            except (OSError, asyncio.CancelledError):
                 # Target down: behave like a proxy whose backend refused: close the client.
+                # Cancelled (the proxy is stopping or resetting): same, and end quietly: this
+                # task belongs to the proxy, and an error here would reach the loop's handler.
                 self._pairs.discard(pair)
                 pair.close()
                 return

@@ -748,8 +748,9 @@ class Pool(Generic[C]):
             and record.generation == self._generation
             and record.uses < self._max_uses
             and not needs_reset(conn)
+            and (self._is_closed_cap is None or not self._is_closed_cap(conn))
         ):
-            # Clean and still good: no reset task, no I/O. A dead one is caught at next acquire.
+            # Clean and still good: no reset task, no I/O.
             if not self._waiters and self._budget is None:
                 record.state = State.IDLE
                 record.idle_since = now
