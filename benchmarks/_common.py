@@ -26,7 +26,9 @@ class Options:
 
     quick: bool = False
     repeat: int = 5
-    pg_dsn: str = os.environ.get("POOLKIT_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    pg_dsn: str = os.environ.get(
+        "POOLKIT_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+    )
     mysql_dsn: str = os.environ.get("POOLKIT_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
     loop: str = "asyncio"
 
