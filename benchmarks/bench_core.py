@@ -3,8 +3,9 @@
 Scenarios:
 
 * ``core: uncontended acquire+release`` — one task, an idle connection always available. The
-  floor is a bare ``asyncio.Queue`` ``get_nowait``/``put_nowait`` cycle; poolkit runs with stats
-  and leak accounting on (``leak_threshold`` set, so the acquiring stack is captured).
+  floor is a bare ``asyncio.Queue`` ``get_nowait``/``put_nowait`` cycle. poolkit runs with its
+  default configuration (stats, and the timestamps that leak detection reads), then with
+  ``leak_threshold`` set (the acquiring stack is captured on every acquire).
 * ``core: 64 tasks / 10 connections`` — contended throughput, acquire wait percentiles,
   Jain's fairness index over per-task service counts and the fraction of acquires that
   overtook an earlier waiter. Compared with a minimal FIFO pool (``asyncio.Queue`` of
@@ -55,14 +56,25 @@ async def _uncontended(opts: Options, ops: int) -> list[Measurement]:
         Measurement(UNCONTENDED, "asyncio.Queue get/put (floor)", "µs", per_cycle_us(floor), False)
     )
 
-    pool = _fast_pool(leak_threshold=300.0)
-    async with pool:
+    for label, extra, reference in (
+        ("poolkit: async with acquire() (default: stats, leak timestamps)", {}, True),
+        ("poolkit: async with acquire() + leak stack capture", {"leak_threshold": 300.0}, False),
+    ):
+        async with _fast_pool(**extra) as pool:
 
-        async def cycle_cm(n: int) -> None:
-            acquire = pool.acquire
-            for _ in range(n):
-                async with acquire():
-                    pass
+            async def cycle(n: int, pool: Pool[FakeConnection] = pool) -> None:
+                acquire = pool.acquire
+                for _ in range(n):
+                    async with acquire():
+                        pass
+
+            rates = await measure_rate(cycle, ops=ops, repeat=opts.repeat)
+        results.append(
+            Measurement(UNCONTENDED, label, "µs", per_cycle_us(rates), False, reference=reference)
+        )
+
+    pool = _fast_pool()
+    async with pool:
 
         async def cycle_await(n: int) -> None:
             acquire, release = pool.acquire, pool.release
@@ -70,18 +82,7 @@ async def _uncontended(opts: Options, ops: int) -> list[Measurement]:
                 conn = await acquire()
                 await release(conn)
 
-        cm = await measure_rate(cycle_cm, ops=ops, repeat=opts.repeat)
         aw = await measure_rate(cycle_await, ops=ops, repeat=opts.repeat)
-    results.append(
-        Measurement(
-            UNCONTENDED,
-            "poolkit: async with acquire() (stats + leak accounting)",
-            "µs",
-            per_cycle_us(cm),
-            False,
-            reference=True,
-        )
-    )
     results.append(
         Measurement(
             UNCONTENDED,

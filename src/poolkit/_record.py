@@ -13,7 +13,7 @@ import itertools
 import linecache
 import random
 import sys
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Generic, TypeVar
 
 __all__ = ("ConnectionRecord", "State", "capture_stack", "format_stack")
@@ -87,21 +87,28 @@ def expiry(now: float, max_lifetime: float | None, jitter: float) -> float:
     return now + max_lifetime * (1.0 - jitter * random.random())
 
 
-def capture_stack(skip: int = 2, limit: int = 16) -> tuple[tuple[CodeType, int], ...]:
-    """Capture the caller's stack cheaply as ``(code, lineno)`` pairs (formatted only if needed)."""
+def capture_stack(skip: int = 2, limit: int = 10) -> tuple[tuple[CodeType, int], ...]:
+    """Capture the caller's stack cheaply as ``(code, lineno)`` pairs, innermost first.
+
+    Only code objects and line numbers are kept (no frame, so no local variable is kept alive);
+    formatting happens only if a leak is reported. ``limit`` frames are enough to show the call
+    site and its callers through an application's await chain.
+    """
     frames: list[tuple[CodeType, int]] = []
-    frame = sys._getframe(skip)
-    while frame is not None and len(frames) < limit:
-        frames.append((frame.f_code, frame.f_lineno))
-        frame = frame.f_back  # type: ignore[assignment]
-    frames.reverse()
+    append = frames.append
+    frame: FrameType | None = sys._getframe(skip)
+    for _ in range(limit):
+        if frame is None:
+            break
+        append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
     return tuple(frames)
 
 
 def format_stack(stack: tuple[tuple[CodeType, int], ...]) -> str:
     """Format a stack captured by :func:`capture_stack` like a traceback."""
     lines: list[str] = []
-    for code, lineno in stack:
+    for code, lineno in reversed(stack):
         lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
         source = linecache.getline(code.co_filename, lineno).strip()
         if source:
