@@ -594,8 +594,6 @@ class Pool(Generic[C]):
                 self._lend(record, now)
             else:
                 record = await self._wait(deadline, timeout)
-                if record.state is State.RESETTING and not await self._reset_inline(record):
-                    continue
                 now = self._clock()
             self._acquires += 1
             self._wait_time.record(now - start)
@@ -639,8 +637,6 @@ class Pool(Generic[C]):
                 handed = fut.result()
                 if handed is None:
                     self._waiters.discard()
-                elif handed.state is State.RESETTING:
-                    self._spawn(self._reset(handed))  # the pool finishes what we were to do
                 else:
                     self._unlend(handed)
                 self._cancelled += 1
@@ -792,10 +788,6 @@ class Pool(Generic[C]):
         ):
             record.state = State.RESETTING
             self._resetting += 1
-            if self._waiters and self._waiters.hand_over(record):
-                # The oldest waiter resets the connection itself before using it: no task and
-                # no extra loop iteration, and the releasing task still does no I/O.
-                return
             self._spawn(self._reset(record))
             return
         self._make_available(record, now)
@@ -1247,29 +1239,22 @@ class Pool(Generic[C]):
             self._idle.insert(0, record)
         self._note_returned()
 
-    async def _run_reset(self, record: ConnectionRecord[C]) -> None:
-        """The on_release hook then the connector's reset, bounded by ``reset_timeout``."""
-        async with asyncio.timeout(self._config.reset_timeout):
-            if self._on_release is not None:
-                result = self._on_release(record.conn)
-                if result is not None:
-                    await result
-            await self._connector.reset(record.conn)
-
-    def _reset_failed(self, record: ConnectionRecord[C], exc: Exception) -> None:
-        self._resetting -= 1
-        self._reset_failures += 1
-        self._emit("reset.failed", record, error=exc)
-        self._spawn_close(record, "reset_failed")
-        self._note_returned()
-        self._fill()
-
     async def _reset(self, record: ConnectionRecord[C]) -> None:
-        """Reset a released connection in a pool-owned task, then make it available."""
+        conn = record.conn
         try:
-            await self._run_reset(record)
+            async with asyncio.timeout(self._config.reset_timeout):
+                if self._on_release is not None:
+                    result = self._on_release(conn)
+                    if result is not None:
+                        await result
+                await self._connector.reset(conn)
         except Exception as exc:
-            self._reset_failed(record, exc)
+            self._resetting -= 1
+            self._reset_failures += 1
+            self._emit("reset.failed", record, error=exc)
+            self._spawn_close(record, "reset_failed")
+            self._note_returned()
+            self._fill()
             return
         except BaseException:
             self._resetting -= 1
@@ -1279,34 +1264,6 @@ class Pool(Generic[C]):
         self._resetting -= 1
         self._make_available(record, self._clock())
         self._note_returned()
-
-    async def _reset_inline(self, record: ConnectionRecord[C]) -> bool:
-        """A waiter handed a released connection resets it, then lends it to itself.
-
-        ``False`` if the reset failed (the connection is closed and the waiter tries again).
-        Cancelled mid-reset, the connection's state is unknown: it is closed, never lent.
-        """
-        try:
-            await self._run_reset(record)
-        except Exception as exc:
-            self._reset_failed(record, exc)
-            return False
-        except BaseException:
-            self._resetting -= 1
-            self._spawn_close(record, "broken")
-            self._note_returned()
-            self._fill()
-            raise
-        self._resetting -= 1
-        now = self._clock()
-        if self._lifecycle != _OPEN or self._retire_reason(record, now) is not None:
-            self._make_available(record, now)  # closes it, or hands it on if still usable
-            self._note_returned()
-            if self._lifecycle != _OPEN:
-                raise PoolClosed(f"pool {self._name!r} is closed", pool=self._name)
-            return False
-        self._lend(record, now)
-        return True
 
     async def _close(self, record: ConnectionRecord[C]) -> None:
         conn = record.conn
