@@ -189,6 +189,7 @@ class Pool(Generic[C]):
         self._maintenance_wakeup: asyncio.Event | None = None
         self._probe: asyncio.Task[None] | None = None
         self._progress: asyncio.Future[None] | None = None  # open() waiting for growers
+        self._refill_paused = False  # after an AuthenticationError, until the next acquire
         self._growers: set[asyncio.Task[None]] = set()
         self._growers_counted: set[asyncio.Task[None]] = set()
         self._consecutive_failures = 0
@@ -621,6 +622,7 @@ class Pool(Generic[C]):
         loop = cast(asyncio.AbstractEventLoop, self._loop)
         fut: asyncio.Future[ConnectionRecord[C] | None] = loop.create_future()
         self._waiters.push(fut)
+        self._refill_paused = False
         self._fill()
         remaining = deadline - self._clock()
         timer = loop.call_later(max(remaining, 0.0), _expire_waiter, fut)
@@ -945,7 +947,7 @@ class Pool(Generic[C]):
         # caller's path is that the caller does not wait for it. A waiter gets whichever comes
         # first, the reset one or a new one (bounded by max_size; extras are reaped when idle).
         wanted = max(len(self._waiters) - self._connecting, self._config.min_size - size)
-        if wanted <= 0 or room <= 0:
+        if wanted <= 0 or room <= 0 or (self._refill_paused and not self._waiters):
             return
         if self._probe is not None:
             # The server is failing: one probe retries with backoff, the others stand by.
@@ -1131,9 +1133,14 @@ class Pool(Generic[C]):
         while True:
             try:
                 record = await self._connect_attempt()
-            except Exception:
+            except Exception as exc:
                 attempt += 1
                 if self._lifecycle != _Lifecycle.OPEN:
+                    return
+                if isinstance(exc, AuthenticationError) and not self._waiters:
+                    # Retrying bad credentials in the background only hammers the server (and
+                    # may lock the account): refill waits for the next acquire to try again.
+                    self._refill_paused = True
                     return
                 if self._probe is not None and self._probe is not task:
                     return  # another task is already probing the server
@@ -1147,6 +1154,7 @@ class Pool(Generic[C]):
             break
         self._growers_counted.discard(task)
         self._connecting -= 1
+        self._refill_paused = False
         if self._probe is task:
             self._probe = None
         self._records[id(record.conn)] = record

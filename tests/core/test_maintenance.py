@@ -247,3 +247,33 @@ async def test_wrapped_connect_error_names_target() -> None:
     with pytest.raises(ConnectError, match="fake://db.internal:5432/app"):
         await pool.open()
     await pool.close()
+
+
+async def test_bad_credentials_pause_background_refill_until_next_acquire() -> None:
+    """After an AuthenticationError with nobody waiting, the pool stops retrying in the
+    background (no account lock-out); the next acquire tries again and fails fast."""
+
+    class AuthConnector(FakeConnector):
+        async def connect(self):  # type: ignore[no-untyped-def]
+            self.calls["connect"] += 1
+            raise AuthenticationError("password authentication failed for user app")
+
+    connector = AuthConnector()
+    pool = Pool(
+        connector,
+        min_size=2,
+        max_size=2,
+        reconnect_initial_delay=0.01,
+        reconnect_max_delay=0.01,
+        **QUIET,
+    )
+    await pool.open(wait=False)
+    await asyncio.sleep(0.05)
+    attempts = connector.calls["connect"]
+    await pool.run_maintenance()
+    await asyncio.sleep(0.1)
+    assert connector.calls["connect"] == attempts  # paused: no retry storm
+    with pytest.raises(AuthenticationError):
+        await pool.acquire(timeout=5)
+    assert connector.calls["connect"] > attempts
+    await pool.close()
