@@ -13,9 +13,7 @@ import pytest
 # test clients, a real uvicorn socket and a real Prometheus scrape) instead of running them here.
 SERVED_APPS = {"fastapi_app.py", "aiohttp_app.py", "metrics.py"}
 EXAMPLES = sorted(
-    p
-    for p in (Path(__file__).parent.parent / "examples").glob("*.py")
-    if p.name not in SERVED_APPS
+    p for p in (Path(__file__).parent.parent / "examples").glob("*.py") if p.name not in SERVED_APPS
 )
 
 
