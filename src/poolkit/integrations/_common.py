@@ -14,9 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from .._health import HealthMonitor, HealthReport, HealthThresholds
-from .._multiconfig import PoolSettings
-from .._stats import PoolStats
+from .. import HealthMonitor, HealthReport, HealthThresholds, PoolSettings, PoolStats
 from ..errors import PoolClosed, PoolOverloaded, PoolTimeout, PoolUsageError
 
 __all__ = (

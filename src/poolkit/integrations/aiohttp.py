@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "poolkit.integrations.aiohttp requires `pip install poolkit[aiohttp]`"
     ) from exc
 
-from .._health import HealthThresholds
+from .. import HealthThresholds
 from ._common import UNAVAILABLE_ERRORS, PoolGroup, PoolSource, is_keyed, log_unavailable
 
 __all__ = ("POOLS", "acquire", "error_middleware", "get_pools", "setup")

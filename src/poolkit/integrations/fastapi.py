@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "poolkit.integrations.fastapi requires `pip install poolkit[fastapi]`"
     ) from exc
 
-from .._health import HealthThresholds
+from .. import HealthThresholds
 from ._common import UNAVAILABLE_ERRORS, PoolGroup, PoolSource, is_keyed, log_unavailable
 
 __all__ = (

@@ -63,8 +63,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("poolkit.integrations.otel requires `pip install poolkit[otel]`") from exc
 
-from .._events import PoolEvent
-from .._stats import PoolStats
+from .. import PoolEvent, PoolStats
 from ._common import backend_name, iter_pools, pool_name, snapshot, sub_pools
 
 __all__ = ("SCHEMA_URL", "SEMCONV_VERSION", "PoolInstrumentation")

@@ -78,7 +78,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "poolkit.integrations.prometheus requires `pip install poolkit[prometheus]`"
     ) from exc
 
-from .._stats import PoolStats, Summary
+from .. import PoolStats, Summary
 from ._common import backend_name, iter_pools, snapshot
 
 __all__ = ("PoolCollector", "register")
