@@ -302,6 +302,8 @@ class Pool(Generic[C]):
         try:
             async with asyncio.timeout(limit):
                 while self._established() < target:
+                    if self._lifecycle != _OPEN:
+                        raise PoolClosed(f"pool {self._name!r} was closed", pool=self._name)
                     missing = min(
                         target - self._established() - self._connecting,
                         self._config.max_size - self._size(),
@@ -317,7 +319,7 @@ class Pool(Generic[C]):
                     self._progress = loop.create_future()
                     await self._progress
         except BaseException as exc:
-            if first_open and isinstance(exc, Exception):
+            if first_open and isinstance(exc, Exception) and self._lifecycle == _OPEN:
                 # Leave the pool as if it had never been opened, so open() can be retried.
                 await self._stop_background()
                 for record in list(self._idle):
@@ -393,6 +395,7 @@ class Pool(Generic[C]):
         self._closed_future = loop.create_future()
         self._lifecycle = _Lifecycle.CLOSING
         self._emit("pool.close")
+        self._signal_progress()  # an open() waiting for connections stops waiting
         try:
             self._fail_waiters()
             await self._stop_background()
@@ -440,6 +443,7 @@ class Pool(Generic[C]):
         loop_alive = self._loop is not None and not self._loop.is_closed()
         if loop_alive:
             self._fail_waiters()
+            self._signal_progress()
         tasks = list(self._tasks)
         if self._maintenance is not None:
             tasks.append(self._maintenance)

@@ -249,3 +249,16 @@ async def test_events_reach_callback_and_logger(caplog: pytest.LogCaptureFixture
         assert expected in names
     assert "pool 'ev': acquire" in caplog.text
     assert all(e.pool == "ev" for e in events)
+
+
+async def test_close_during_open_stops_the_open() -> None:
+    """close() while open() waits for connections ends the open() with PoolClosed, promptly."""
+    connector = FakeConnector(connect="slow", delay=0.2)
+    pool = Pool(connector, min_size=2, max_size=2, connect_timeout=5)
+    await pool.open(wait=False)
+    opening = asyncio.ensure_future(pool.open(timeout=5))
+    await asyncio.sleep(0.02)
+    await pool.close()
+    with pytest.raises(PoolClosed):
+        await asyncio.wait_for(opening, 2)
+    assert connector.live == []
