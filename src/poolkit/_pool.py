@@ -483,7 +483,17 @@ class Pool(Generic[C]):
                     stacklevel=2,
                 )
             finally:
-                self.terminate()
+                loop = self._loop
+                if (
+                    loop is None
+                    or loop.is_closed()
+                    or not loop.is_running()
+                    or asyncio._get_running_loop() is loop
+                ):
+                    self.terminate()
+                else:
+                    # Collected in another thread: the loop's objects are not thread-safe.
+                    loop.call_soon_threadsafe(self.terminate)
 
     # ------------------------------------------------------------------ acquire / release
 

@@ -262,3 +262,28 @@ async def test_close_during_open_stops_the_open() -> None:
     with pytest.raises(PoolClosed):
         await asyncio.wait_for(opening, 2)
     assert connector.live == []
+
+
+def test_unclosed_pool_warns_and_is_terminated_when_collected() -> None:
+    """An unclosed pool that is garbage-collected warns (ResourceWarning) and aborts its
+    connections instead of leaking them."""
+    import gc
+
+    connector = FakeConnector()
+
+    async def leak() -> None:
+        pool = Pool(connector, min_size=2, max_size=2)
+        await pool.open()
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.warns(ResourceWarning, match="unclosed pool"):
+            loop.run_until_complete(leak())  # the pool dies with the coroutine's frame
+            gc.collect()
+        assert len(connector.opened) == 2
+        assert all(c.aborted for c in connector.opened)
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
