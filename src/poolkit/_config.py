@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -148,6 +148,49 @@ class PoolConfig:
         _reject_unknown(changes)
         return dataclasses.replace(self, **changes)
 
+    @staticmethod
+    def split_options(
+        options: Mapping[str, Any],
+        driver_params: Collection[str],
+        *,
+        driver: str,
+        refused: Mapping[str, str] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split a backend's ``**options`` into pool fields and driver parameters.
+
+        For backend authors: ``create_pool(dsn, **options)`` accepts both
+        :class:`PoolConfig` fields and the driver's connect parameters.
+
+        Args:
+            options: the keyword arguments to split.
+            driver_params: the names the driver accepts.
+            driver: how to name the driver in errors (e.g. ``"asyncpg.connect()"``).
+            refused: names to refuse with a rule of their own (e.g. ``{"timeout": "use
+                connect_timeout"}``); ``loop`` is always refused.
+
+        Returns:
+            ``(pool_options, driver_options)``.
+
+        Raises:
+            ConfigError: an option is refused or unknown. The value is not shown: a misspelt
+                keyword may be a password.
+        """
+        rules = {"loop": "is not supported: a pool binds the running loop", **(refused or {})}
+        pool_options: dict[str, Any] = {}
+        driver_options: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in rules:
+                raise ConfigError(key, _NOT_SHOWN, rules[key])
+            if key in _FIELD_NAMES:
+                pool_options[key] = value
+            elif key in driver_params:
+                driver_options[key] = value
+            else:
+                raise ConfigError(
+                    key, _NOT_SHOWN, f"is neither a PoolConfig field nor a {driver} parameter"
+                )
+        return pool_options, driver_options
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **defaults: Any) -> PoolConfig:
         """Build a config from a mapping of field names to values.
@@ -188,6 +231,16 @@ class PoolConfig:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(PoolConfig))
+
+
+class _NotShown:
+    """Stands for a value an error message must not show (it may be a misspelt password)."""
+
+    def __repr__(self) -> str:
+        return "<not shown>"
+
+
+_NOT_SHOWN = _NotShown()
 
 
 def _reject_unknown(values: Mapping[str, Any]) -> None:

@@ -115,3 +115,24 @@ def test_pool_accepts_config_and_overrides() -> None:
     assert pool.config.max_size == 5
     with pytest.raises(ConfigError, match="unknown pool configuration field"):
         Pool(FakeConnector(), max_sise=5)
+
+
+def test_split_options_separates_pool_fields_from_driver_parameters() -> None:
+    """split_options() routes PoolConfig fields and driver parameters, refusing the rest
+    without showing the value (a misspelt keyword may be a password)."""
+    pool_opts, driver_opts = PoolConfig.split_options(
+        {"max_size": 4, "ssl": True}, {"ssl", "host"}, driver="somedb.connect()"
+    )
+    assert pool_opts == {"max_size": 4}
+    assert driver_opts == {"ssl": True}
+    with pytest.raises(ConfigError) as info:
+        PoolConfig.split_options({"pasword": "s3cret"}, {"password"}, driver="somedb.connect()")
+    assert "pasword" in str(info.value)
+    assert "somedb.connect()" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="binds the running loop"):
+        PoolConfig.split_options({"loop": object()}, set(), driver="x")
+    with pytest.raises(ConfigError, match="use connect_timeout"):
+        PoolConfig.split_options(
+            {"timeout": 3}, {"timeout"}, driver="x", refused={"timeout": "use connect_timeout"}
+        )

@@ -131,7 +131,6 @@ _MANAGED = frozenset(
     }
 )
 _DRIVER_PARAMS = frozenset(inspect.signature(aiomysql.Connection.__init__).parameters) - _MANAGED
-_POOL_FIELDS = frozenset(PoolConfig.__dataclass_fields__)
 
 
 def _pending_result(conn: MySQLConnection) -> bool:
@@ -805,19 +804,9 @@ def create_pool(
                     await cur.execute("SELECT 1")
     """
     env = os.environ if environ is None else environ
-    pool_options: dict[str, Any] = {}
-    driver_options: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _POOL_FIELDS:
-            pool_options[key] = value
-        elif key in _DRIVER_PARAMS:
-            driver_options[key] = value
-        elif key == "loop":
-            raise ConfigError("loop", value, "is not supported: a pool binds the running loop")
-        else:
-            raise ConfigError(
-                key, value, "is neither a PoolConfig field nor an aiomysql.Connection parameter"
-            )
+    pool_options, driver_options = PoolConfig.split_options(
+        options, _DRIVER_PARAMS, driver="aiomysql.Connection"
+    )
 
     if dsn is None and host is None and unix_socket is None:
         dsn = env.get("MYSQL_DSN") or None

@@ -90,7 +90,6 @@ ResetPolicy: TypeAlias = (
 ConnectHook: TypeAlias = Callable[[PostgresConnection], Awaitable[None] | None]
 
 _SCHEMES = ("postgresql", "postgres")
-_POOL_FIELDS = frozenset(PoolConfig.__dataclass_fields__)
 # asyncpg.connect() parameters passed through; "timeout" comes from connect_timeout.
 _DRIVER_PARAMS = frozenset(inspect.signature(asyncpg.connect).parameters) - {
     "dsn",
@@ -803,21 +802,12 @@ def create_pool(
                 await conn.fetchval("SELECT 1")
     """
     env = os.environ if environ is None else environ
-    pool_options: dict[str, Any] = {}
-    driver_options: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _POOL_FIELDS:
-            pool_options[key] = value
-        elif key in _DRIVER_PARAMS:
-            driver_options[key] = value
-        elif key == "loop":
-            raise ConfigError("loop", value, "is not supported: a pool binds the running loop")
-        elif key == "timeout":
-            raise ConfigError("timeout", value, "use connect_timeout (a PoolConfig field)")
-        else:
-            raise ConfigError(
-                key, _NOT_SHOWN, "is neither a PoolConfig field nor an asyncpg.connect() parameter"
-            )
+    pool_options, driver_options = PoolConfig.split_options(
+        options,
+        _DRIVER_PARAMS,
+        driver="asyncpg.connect()",
+        refused={"timeout": "use connect_timeout (a PoolConfig field)"},
+    )
     if server_settings is not None:
         driver_options["server_settings"] = server_settings
 
