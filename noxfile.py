@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``examples``, ``bench``, ``docs``."""
+"""Development sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``examples``, ``bench``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def examples(session: nox.Session) -> None:
     """Run every example against the local services."""
     _install(session, "test")
     session.run("pytest", "tests/test_examples.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (strict: a docstring or nav warning fails the build)."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session

@@ -100,7 +100,11 @@ class KeyedPool(Generic[K, C]):
         max_total: cap on connections across all keys (``None``: only per-key caps).
         key_name: formats a key for pool names, reprs and logs (default ``str``); it must not
             reveal credentials.
-        on_connect, on_acquire, on_release, on_close, on_event: hooks given to every key's pool.
+        on_connect: hook given to every key's pool (see :class:`Pool`).
+        on_acquire: hook given to every key's pool.
+        on_release: hook given to every key's pool.
+        on_close: hook given to every key's pool.
+        on_event: event callback given to every key's pool.
         **config_fields: :class:`~poolkit.PoolConfig` fields.
     """
 

@@ -75,7 +75,10 @@ class FakeConnector:
     """A connector for tests; each step's behaviour can be changed at any time.
 
     Args:
-        connect, check, reset, close: the initial behaviour of each step.
+        connect: the initial behaviour of ``connect()``.
+        check: the initial behaviour of ``check()``.
+        reset: the initial behaviour of ``reset()``.
+        close: the initial behaviour of ``close()``.
         delay: seconds a ``"slow"`` step takes.
         needs_reset: ``None`` (the capability is absent: every release resets), or ``True`` /
             ``False``: the value ``needs_reset()`` returns when the connection is not dirty
