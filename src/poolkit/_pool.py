@@ -583,9 +583,7 @@ class Pool(Generic[C]):
         return record
 
     async def _acquire_record(self, timeout: float | None) -> ConnectionRecord[C]:
-        record = self._take_fast()
-        if record is not None:
-            return record
+        """The slow path (callers tried :meth:`_take_fast` first)."""
         if self._lifecycle != _OPEN:
             self._open_implicitly()
         if _get_running_loop() is not self._loop or (
