@@ -55,6 +55,7 @@ from poolkit import (
     PoolConfig,
     TLSError,
 )
+from poolkit.backends._errors import caused_by_tls_error, with_root_cause
 
 __all__ = (
     "COM_RESET_CONNECTION",
@@ -482,7 +483,7 @@ class MySQLConnector:
         cls: type[ConnectError]
         if isinstance(code, int) and code in _AUTH_ERRORS:
             cls = AuthenticationError
-        elif _caused_by_tls(exc):
+        elif caused_by_tls_error(exc):
             cls = TLSError
         else:
             cls = ConnectError
@@ -550,26 +551,7 @@ def _reason(exc: BaseException) -> str:
         text = f"[{exc.args[0]}] {exc.args[1]}"
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    depth = 0
-    while cause is not None and depth < 5:
-        if isinstance(cause, OSError | ssl_module.SSLError):
-            detail = str(cause) or type(cause).__name__
-            return f"{text} ({type(cause).__name__}: {detail})"
-        cause = cause.__cause__ or cause.__context__
-        depth += 1
-    return text
-
-
-def _caused_by_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 6:
-        if isinstance(seen, ssl_module.SSLError | ssl_module.CertificateError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
-    return False
+    return with_root_cause(text, exc)
 
 
 def _check_str(name: str, value: object) -> None:

@@ -42,7 +42,6 @@ import getpass
 import inspect
 import logging
 import os
-import ssl as ssl_module
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -65,6 +64,7 @@ from poolkit import (
     PoolEvent,
     TLSError,
 )
+from poolkit.backends._errors import caused_by_tls_error, causes, with_root_cause
 
 __all__ = (
     "PostgresConnection",
@@ -549,30 +549,18 @@ def _close_transport_without_loop(transport: Any) -> None:
 def _reason(exc: BaseException) -> str:
     """One line naming the failure, following the chain to its root OSError or SSL error."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    depth = 0
-    while cause is not None and depth < 5:
-        if isinstance(cause, OSError | ssl_module.SSLError):
-            detail = str(cause) or type(cause).__name__
-            return f"{text} ({type(cause).__name__}: {detail})"
-        cause = cause.__cause__ or cause.__context__
-        depth += 1
-    return text
+    return with_root_cause(text, exc)
 
 
 def _caused_by_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 6:
-        if isinstance(seen, ssl_module.SSLError | ssl_module.CertificateError):
-            return True
-        if isinstance(seen, ConnectionError) and (
-            "rejected SSL upgrade" in str(seen) or "during SSL exchange" in str(seen)
-        ):
-            return True  # asyncpg: TLS required, the server said no (no silent downgrade)
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
-    return False
+    if caused_by_tls_error(exc):
+        return True
+    # asyncpg: TLS required and the server said no (never a silent downgrade).
+    return any(
+        isinstance(e, ConnectionError)
+        and ("rejected SSL upgrade" in str(e) or "during SSL exchange" in str(e))
+        for e in causes(exc)
+    )
 
 
 # -- DSN and target ---------------------------------------------------------------------------
