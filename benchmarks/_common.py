@@ -11,13 +11,25 @@ the same work with a different contender, so the rows can be compared as ratios.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ("Measurement", "Options", "jain_index", "measure_rate", "overtaken_fraction")
+__all__ = (
+    "Measurement",
+    "Options",
+    "jain_index",
+    "measure_rate",
+    "overtaken_fraction",
+    "server_process",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +105,45 @@ def overtaken_fraction(arrival_order: list[int], service_order: list[int]) -> fl
             overtaken += 1
         latest_served = max(latest_served, rank[req])
     return overtaken / len(arrival_order)
+
+
+@contextlib.asynccontextmanager
+async def server_process(script: str) -> AsyncIterator[tuple[int, int, Path]]:
+    """Run ``script --serve --cert C --key K`` in a subprocess, with a fresh trustme CA.
+
+    The script prints ``PORTS <plain> <tls>`` once listening (on 127.0.0.1). Yields the two
+    ports and the CA file to trust; the process is terminated on exit. A server in its own
+    process does not compete with the measured client's event loop.
+    """
+    import trustme  # only the benchmarks need it (the `bench` group has it)
+
+    with tempfile.TemporaryDirectory(prefix="poolkit-bench-") as tmp:
+        directory = Path(tmp)
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        cert, key, ca_file = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        ca.cert_pem.write_to_path(str(ca_file))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            script,
+            "--serve",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(30):
+                line = (await proc.stdout.readline()).decode()
+            if not line.startswith("PORTS "):
+                raise RuntimeError(f"benchmark server did not start: {line!r}")
+            plain, tls = (int(port) for port in line.split()[1:])
+            yield plain, tls, ca_file
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            await proc.wait()

@@ -25,8 +25,6 @@ import contextlib
 import os
 import ssl
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ import aiohttp
 import httpx
 
 import poolkit.http
-from _common import Measurement, Options
+from _common import Measurement, Options, server_process
 
 __all__ = ("run",)
 
@@ -54,38 +52,8 @@ class _Server:
 @contextlib.asynccontextmanager
 async def _server() -> AsyncIterator[_Server]:
     """Start the benchmark server in a subprocess; yield its URLs and the CA to trust."""
-    import trustme  # only the benchmark needs it (the `test` group has it)
-
-    with tempfile.TemporaryDirectory(prefix="poolkit-bench-http-") as tmp:
-        directory = Path(tmp)
-        ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1", "localhost")
-        cert, key, ca_file = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
-        leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        ca.cert_pem.write_to_path(str(ca_file))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--serve",
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert proc.stdout is not None
-            async with asyncio.timeout(30):
-                line = (await proc.stdout.readline()).decode()
-            if not line.startswith("PORTS "):
-                raise RuntimeError(f"benchmark server did not start: {line!r}")
-            plain, tls = (int(port) for port in line.split()[1:])
-            yield _Server(f"http://127.0.0.1:{plain}", f"https://127.0.0.1:{tls}", ca_file)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            await proc.wait()
+    async with server_process(__file__) as (plain, tls, ca_file):
+        yield _Server(f"http://127.0.0.1:{plain}", f"https://127.0.0.1:{tls}", ca_file)
 
 
 class _Contender:
