@@ -28,6 +28,7 @@ __all__ = (
     "jain_index",
     "measure_rate",
     "overtaken_fraction",
+    "run_alone",
     "server_process",
 )
 
@@ -147,3 +148,22 @@ async def server_process(script: str) -> AsyncIterator[tuple[int, int, Path]]:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             await proc.wait()
+
+
+def run_alone(run: Callable[[Options], Awaitable[list[Measurement]]]) -> None:
+    """Run one module by itself (``python benchmarks/bench_x.py [--quick]``): print each group's
+    medians and ratios to its reference row (``benchmarks/run.py`` does the full report)."""
+    results = asyncio.run(run(Options(quick="--quick" in sys.argv)))
+    groups: dict[str, list[Measurement]] = {}
+    for m in results:
+        groups.setdefault(m.group, []).append(m)
+    for group, rows in groups.items():
+        ref = next((r for r in rows if r.reference), rows[0])
+        print(f"\n{group}")
+        for r in rows:
+            if r.higher_is_better:
+                ratio = r.median / ref.median if ref.median else float("nan")
+            else:
+                ratio = ref.median / r.median if r.median else float("nan")
+            figures = " ".join(f"{k}={v:.3g}" for k, v in r.extra.items())
+            print(f"  {r.name:56} {r.median:12.3f} {r.unit}  x{ratio:5.2f}  {figures}")

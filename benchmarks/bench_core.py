@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import time
 
-from _common import Measurement, Options, jain_index, measure_rate, overtaken_fraction
+from _common import Measurement, Options, jain_index, measure_rate, overtaken_fraction, run_alone
 from poolkit import Pool
 from poolkit.testing import FakeConnection, FakeConnector
 
@@ -207,6 +207,5 @@ async def run(opts: Options) -> list[Measurement]:
     return [*(await _uncontended(opts, ops)), *(await _contended(opts))]
 
 
-if __name__ == "__main__":  # pragma: no cover - manual run
-    for m in asyncio.run(run(Options())):
-        print(f"{m.group:55} {m.name:55} {m.median:12.3f} {m.unit} {m.extra}")
+if __name__ == "__main__":  # pragma: no cover - manual use: add --quick for a short run
+    run_alone(run)

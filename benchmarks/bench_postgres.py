@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 
 import poolkit.postgres
-from _common import Measurement, Options, jain_index, measure_rate, overtaken_fraction
+from _common import Measurement, Options, jain_index, measure_rate, overtaken_fraction, run_alone
 
 __all__ = ("run",)
 
@@ -357,23 +357,5 @@ async def run(opts: Options) -> list[Measurement]:
     return out
 
 
-def main() -> None:  # pragma: no cover - manual use: python benchmarks/bench_postgres.py [--quick]
-    """Run this module alone and print its medians and ratios."""
-    import sys
-
-    opts = Options(quick="--quick" in sys.argv)
-    results = asyncio.run(run(opts))
-    groups: dict[str, list[Measurement]] = {}
-    for m in results:
-        groups.setdefault(m.group, []).append(m)
-    for group, rows in groups.items():
-        ref = next((r for r in rows if r.reference), rows[0])
-        print(f"\n{group}")
-        for r in rows:
-            ratio = r.median / ref.median if ref.median else float("nan")
-            figures = " ".join(f"{k}={v:.3g}" for k, v in r.extra.items())
-            print(f"  {r.name:42} {r.median:10.0f} {r.unit}  x{ratio:5.2f}  {figures}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - manual use: add --quick for a short run
+    run_alone(run)
