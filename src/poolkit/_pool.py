@@ -39,6 +39,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from ._config import PoolConfig
 from ._connector import Connector
+from ._deadlines import TaskDeadlines
 from ._events import EventName, PoolEvent, logger
 from ._record import ConnectionRecord, State, capture_stack, format_stack
 from ._stats import Histogram, PoolStats, sizing_hint
@@ -183,6 +184,7 @@ class Pool(Generic[C]):
         self._in_use: dict[int, ConnectionRecord[C]] = {}
         self._records: dict[int, ConnectionRecord[C]] = {}
         self._waiters: Waiters[ConnectionRecord[C]] = Waiters()
+        self._reset_deadlines = TaskDeadlines()
         self._connecting = 0
         self._checking = 0
         self._resetting = 0
@@ -425,6 +427,7 @@ class Pool(Generic[C]):
             raise
         finally:
             self._lifecycle = _Lifecycle.CLOSED
+            self._reset_deadlines.cancel_timer()
             finished: asyncio.Future[None] | None = self._closed_future
             self._closed_future = None
             if finished is not None and not finished.done():
@@ -444,6 +447,7 @@ class Pool(Generic[C]):
         if loop_alive:
             self._fail_waiters()
             self._signal_progress()
+            self._reset_deadlines.cancel_timer()
         tasks = list(self._tasks)
         if self._maintenance is not None:
             tasks.append(self._maintenance)
@@ -590,11 +594,8 @@ class Pool(Generic[C]):
             self._fork_generation != _ForkState.generation
         ):
             self._check_loop()
-        return await self._acquire_slow(
-            self._config.acquire_timeout if timeout is None else timeout
-        )
-
-    async def _acquire_slow(self, timeout: float) -> ConnectionRecord[C]:
+        if timeout is None:
+            timeout = self._config.acquire_timeout
         start = self._clock()
         deadline = start + timeout
         while True:
@@ -612,12 +613,23 @@ class Pool(Generic[C]):
                         raise PoolClosed(f"pool {self._name!r} is closed", pool=self._name)
                 self._lend(record, now)
             else:
-                record = await self._wait(deadline, timeout)
+                fut, timer = self._enqueue(deadline)
+                try:
+                    handed = await fut
+                except BaseException:
+                    self._abandon(fut, timer)
+                    raise
+                if timer is not None:
+                    timer.cancel()
+                if handed is None:
+                    self._waiters.discard()
+                    raise self._timeout_error(timeout)
+                record = handed
                 now = self._clock()
             self._acquires += 1
             self._wait_time.record(now - start)
-            if self._config.leak_threshold is not None:
-                record.stack = capture_stack(4)
+            if self._leak_threshold is not None:
+                record.stack = capture_stack(3)
                 record.leak_reported = False
             if self._on_acquire is not None:
                 await self._run_on_acquire(record)
@@ -625,7 +637,13 @@ class Pool(Generic[C]):
                 self._emit("acquire", record, duration=now - start)
             return record
 
-    async def _wait(self, deadline: float, timeout: float) -> ConnectionRecord[C]:
+    def _enqueue(
+        self, deadline: float
+    ) -> tuple[asyncio.Future[ConnectionRecord[C] | None], asyncio.TimerHandle | None]:
+        """Queue a waiter (FIFO) expiring at ``deadline``; start connecting if there is room.
+
+        Returns its future and, when it has one of its own, its timer (see ``_waiters.py``).
+        """
         max_waiting = self._config.max_waiting
         if max_waiting is not None and len(self._waiters) >= max_waiting:
             self._overloads += 1
@@ -639,33 +657,30 @@ class Pool(Generic[C]):
             )
         loop = cast(asyncio.AbstractEventLoop, self._loop)
         fut: asyncio.Future[ConnectionRecord[C] | None] = loop.create_future()
-        self._waiters.push(fut)
+        timer = self._waiters.push(fut, loop.time() + max(deadline - self._clock(), 0.0), loop)
         self._refill_paused = False
-        self._fill()
-        remaining = deadline - self._clock()
-        timer = loop.call_later(max(remaining, 0.0), _expire_waiter, fut)
-        try:
-            record = await fut
-        except BaseException:
+        if self._size() < self._config.max_size:
+            self._fill()
+        return fut, timer
+
+    def _abandon(
+        self, fut: asyncio.Future[ConnectionRecord[C] | None], timer: asyncio.TimerHandle | None
+    ) -> None:
+        """The waiter of ``fut`` was cancelled: account for it, give back what it was handed."""
+        if timer is not None:
             timer.cancel()
-            if fut.cancelled():
-                self._waiters.discard()
-                self._cancelled += 1
-            elif fut.exception() is None:
-                # Cancelled after the handoff (or at the instant of the timeout): give the
-                # untouched connection to the next waiter.
-                handed = fut.result()
-                if handed is None:
-                    self._waiters.discard()
-                else:
-                    self._unlend(handed)
-                self._cancelled += 1
-            raise
-        timer.cancel()
-        if record is None:
+        if fut.cancelled():
             self._waiters.discard()
-            raise self._timeout_error(timeout)
-        return record
+            self._cancelled += 1
+        elif fut.exception() is None:
+            # Cancelled after the handoff (or at the instant of the timeout): give the
+            # untouched connection to the next waiter.
+            handed = fut.result()
+            if handed is None:
+                self._waiters.discard()
+            else:
+                self._unlend(handed)
+            self._cancelled += 1
 
     def _timeout_error(self, timeout: float) -> PoolTimeout:
         self._timeouts += 1
@@ -767,7 +782,19 @@ class Pool(Generic[C]):
             and (self._is_closed_cap is None or not self._is_closed_cap(conn))
         ):
             # Clean and still good: no reset task, no I/O.
-            if not self._waiters._live and self._budget is None:
+            if self._budget is None:
+                if self._waiters._live:
+                    # Straight to the oldest waiter (what _make_available does, minus the
+                    # tests this branch has just made).
+                    record.acquired_at = now
+                    record.lease += 1
+                    record.uses += 1
+                    self._in_use[id(conn)] = record
+                    if self._waiters.hand_over(record):
+                        return
+                    del self._in_use[id(conn)]
+                    record.lease += 1
+                    record.uses -= 1
                 record.state = _IDLE
                 record.idle_since = now
                 self._idle.append(record)
@@ -1042,6 +1069,7 @@ class Pool(Generic[C]):
         self._tasks = set()
         self._maintenance = None
         self._waiters = Waiters()
+        self._reset_deadlines = TaskDeadlines()
         self._connecting = self._checking = self._resetting = self._closing_count = 0
         self._probe = None
         self._growers = set()
@@ -1267,13 +1295,25 @@ class Pool(Generic[C]):
 
     async def _reset(self, record: ConnectionRecord[C]) -> None:
         conn = record.conn
+        # Bounded by reset_timeout through the pool's shared deadline timer (_deadlines.py),
+        # not asyncio.timeout(): that alone would cost more than the rest of a release.
+        timeout = self._config.reset_timeout
+        deadlines = self._reset_deadlines
+        watch = deadlines.watch(cast(asyncio.AbstractEventLoop, self._loop), timeout)
         try:
-            async with asyncio.timeout(self._config.reset_timeout):
+            try:
                 if self._on_release is not None:
                     result = self._on_release(conn)
                     if result is not None:
                         await result
                 await self._connector.reset(conn)
+            except asyncio.CancelledError:
+                if not watch.expired:
+                    raise
+                watch.task.uncancel()
+                raise TimeoutError(f"reset did not finish within {timeout:g} s") from None
+            finally:
+                deadlines.finish(watch)
         except Exception as exc:
             self._resetting -= 1
             self._reset_failures += 1
@@ -1617,11 +1657,6 @@ class AcquireContext(Generic[C]):
             return
         self._record = None
         self._pool._release_record(record, self._lease, False, exc is not None)
-
-
-def _expire_waiter(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 async def _maintain(ref: weakref.ref[Pool[Any]], wakeup: asyncio.Event) -> None:
