@@ -6,8 +6,8 @@ Design notes (why the code reaches into a few of asyncpg's private attributes):
   statements (its statement cache would then fail on the next query), so the reset sends one
   multi-statement simple query that clears everything else ``DISCARD ALL`` clears, in order:
   ``ROLLBACK`` (only when a transaction is open), ``SET SESSION AUTHORIZATION DEFAULT`` (also
-  resets ``SET ROLE``), ``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *``,
-  ``pg_advisory_unlock_all()``, ``DISCARD TEMP``, ``DISCARD SEQUENCES``, and last a probe of
+  resets ``SET ROLE``), ``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *``, ``DISCARD TEMP``,
+  ``DISCARD SEQUENCES``, and last ``pg_advisory_unlock_all()`` together with a probe of
   ``pg_prepared_statements`` *created with SQL* (``from_sql``: asyncpg's statements are
   protocol-level, so they are never touched). Only when the probe finds a user ``PREPARE`` does
   a second round trip deallocate them. What ``on_connect`` set up (settings, role, ``LISTEN``)
@@ -101,8 +101,16 @@ _ENV_DSN_VARIABLES = ("POSTGRES_DSN", "DATABASE_URL")
 # The client-side callback sets of an asyncpg.Connection (see the module notes).
 _CALLBACK_SETS = ("_log_listeners", "_termination_listeners", "_query_loggers")
 
-# The function rather than the pg_prepared_statements view: half the cost (no view expansion).
-_PROBE_USER_PREPARED = "SELECT 1 FROM pg_catalog.pg_prepared_statement() WHERE from_sql LIMIT 1"
+# Releases the advisory locks and probes for statements created with SQL PREPARE in one
+# statement (one fewer for the server to parse and for asyncpg to read): UNION ALL runs its
+# branches in order, so the unlock always runs, and the status is "SELECT 1" without user
+# statements, "SELECT 2" with some. The function rather than the pg_prepared_statements view:
+# half the cost (no view expansion).
+_UNLOCK_AND_PROBE = (
+    "SELECT pg_catalog.pg_advisory_unlock_all()::text UNION ALL "
+    "(SELECT name FROM pg_catalog.pg_prepared_statement() WHERE from_sql LIMIT 1)"
+)
+_CLEAN_STATUS = "SELECT 1"
 _DEALLOCATE_USER_PREPARED = (
     "DO $poolkit$DECLARE n text; BEGIN "
     "FOR n IN SELECT name FROM pg_catalog.pg_prepared_statement() WHERE from_sql LOOP "
@@ -144,12 +152,7 @@ def _clean_sql(settings: Sequence[tuple[str, str]], channels: Sequence[str]) -> 
         )
     parts += ["CLOSE ALL", "UNLISTEN *"]
     parts += [f"LISTEN {_quote_ident(channel)}" for channel in channels]
-    parts += [
-        "SELECT pg_catalog.pg_advisory_unlock_all()",
-        "DISCARD TEMP",
-        "DISCARD SEQUENCES",
-        _PROBE_USER_PREPARED,
-    ]
+    parts += ["DISCARD TEMP", "DISCARD SEQUENCES", _UNLOCK_AND_PROBE]
     return ";\n".join(parts)
 
 
@@ -166,6 +169,14 @@ class _Baseline:
         """Whether a borrower left client-side state behind (no I/O)."""
         if getattr(conn, "_top_xact", None) is not None:
             return True
+        if self is _DEFAULT_BASELINE or self is _NONSTANDARD_BASELINE:
+            # Nothing registered at connect (the usual case): any callback is the borrower's.
+            return bool(
+                getattr(conn, "_listeners", None)
+                or getattr(conn, "_log_listeners", None)
+                or getattr(conn, "_termination_listeners", None)
+                or getattr(conn, "_query_loggers", None)
+            )
         listeners: dict[str, set[Any]] = getattr(conn, "_listeners", {})
         if listeners != self.listeners:
             return True
@@ -277,6 +288,9 @@ class PostgresConnector:
         self._close_timeout = float(close_timeout)
         self._kwargs = connect_kwargs
         self._explicit_cache_size = "statement_cache_size" in connect_kwargs
+        self._custom_baselines = False  # whether _baselines ever held an entry
+        # A release needs I/O only for an open transaction (see needs_reset).
+        self._rollback_only = reset == "rollback" or (reset == "clean" and pgbouncer is True)
         self._baselines: weakref.WeakKeyDictionary[PostgresConnection, _Baseline] = (
             weakref.WeakKeyDictionary()
         )
@@ -346,7 +360,10 @@ class PostgresConnector:
                 result = self._on_connect(conn)
                 if result is not None:
                     await result
-            self._baselines[conn] = await self._baseline(conn)
+            baseline = await self._baseline(conn)
+            if baseline is not _DEFAULT_BASELINE:  # (absent means default)
+                self._baselines[conn] = baseline
+                self._custom_baselines = True
         except BaseException:
             self.abort(conn)
             raise
@@ -372,8 +389,10 @@ class PostgresConnector:
         """
         if conn.is_closed():
             raise ConnectionBroken(f"connection to {self._target} is closed")
-        baseline = self._baselines.get(conn, _DEFAULT_BASELINE)
-        baseline.restore_client(conn)
+        baseline = self._baselines.get(conn) if self._custom_baselines else None
+        baseline = baseline or _DEFAULT_BASELINE
+        if baseline.client_changed(conn):
+            baseline.restore_client(conn)
         policy = self._reset_policy
         if policy == "clean" and self._pgbouncer is not True:
             await self._clean(conn, baseline)
@@ -389,13 +408,13 @@ class PostgresConnector:
         Always under ``"clean"`` and custom policies; under ``"rollback"`` (and behind
         PgBouncer) only when a transaction is open or a borrower added callbacks.
         """
-        policy = self._reset_policy
-        if policy == "rollback" or (policy == "clean" and self._pgbouncer is True):
-            if conn.is_closed():
+        if self._rollback_only:
+            if conn.is_closed() or conn.is_in_transaction():
                 return True
-            if conn.is_in_transaction():
-                return True
-            return self._baselines.get(conn, _DEFAULT_BASELINE).client_changed(conn)
+            # (A WeakKeyDictionary lookup is Python code: skipped while every connection has
+            # the default baseline, which is not stored.)
+            baseline = self._baselines.get(conn) if self._custom_baselines else None
+            return (baseline or _DEFAULT_BASELINE).client_changed(conn)
         return True
 
     async def close(self, conn: PostgresConnection) -> None:
@@ -485,7 +504,7 @@ class PostgresConnector:
             return
         sql = ("ROLLBACK;\n" + baseline.clean_sql) if in_transaction else baseline.clean_sql
         status = await conn.execute(sql)
-        if status != "SELECT 0":
+        if status != _CLEAN_STATUS:
             # The probe found statements created with SQL PREPARE: deallocate them.
             await conn.execute(_DEALLOCATE_USER_PREPARED)
 
