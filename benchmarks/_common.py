@@ -12,22 +12,30 @@ the same work with a different contender, so the rows can be compared as ratios.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = (
     "Measurement",
+    "MinimalFifo",
     "Options",
+    "client_pinned",
+    "pin_mariadb_threads",
     "jain_index",
     "measure_rate",
     "overtaken_fraction",
+    "pin_postgres_backends",
+    "pin_process",
+    "placement",
     "run_alone",
     "server_process",
 )
@@ -72,11 +80,22 @@ class Measurement:
 
 
 async def measure_rate(
-    body: Callable[[int], Awaitable[None]], *, ops: int, repeat: int, warmup: int = 1
+    body: Callable[[int], Awaitable[None]],
+    *,
+    ops: int,
+    repeat: int,
+    warmup: int = 1,
+    before_each: Callable[[], object] | None = None,
 ) -> list[float]:
-    """Run ``body(ops)`` ``warmup + repeat`` times and return ``repeat`` rates in ops/s."""
+    """Run ``body(ops)`` ``warmup + repeat`` times and return ``repeat`` rates in ops/s.
+
+    ``before_each`` runs (untimed) before every run, e.g. to pin server processes of
+    connections a pool opened during the previous run.
+    """
     rates: list[float] = []
     for i in range(warmup + repeat):
+        if before_each is not None:
+            before_each()
         start = time.perf_counter()
         await body(ops)
         elapsed = time.perf_counter() - start
@@ -106,6 +125,219 @@ def overtaken_fraction(arrival_order: list[int], service_order: list[int]) -> fl
             overtaken += 1
         latest_served = max(latest_served, rank[req])
     return overtaken / len(arrival_order)
+
+
+# ---------------------------------------------------------------------- CPU placement
+#
+# On a small virtual machine, where a client and a server process run decides a round trip's
+# cost: on the same vCPU a loopback round trip costs ~25 µs; across vCPUs ~90 µs (waking an idle
+# vCPU is a hypervisor exit). Left to the scheduler, that placement changes from one connection
+# to the next, and a one-task comparison measured placement luck (measured here: the same pool
+# at 0.28x and at 2.9x a raw connection, depending on where the backends landed). So, where the
+# machine has two CPUs or more and allows it, the benchmark client runs on the first half of
+# the CPUs and the servers it talks to (PostgreSQL backends of its own connections, the HTTP and
+# WebSocket server processes) on the other half: like a database on its own host, the same for
+# every contender. POOLKIT_BENCH_NO_PIN=1 turns this off.
+
+
+def _cpu_split() -> tuple[set[int], set[int]] | None:
+    if os.environ.get("POOLKIT_BENCH_NO_PIN") or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+_SERVER_CPUS: set[int] | None = None
+_PLACED = False  # whether a run was placed at least once
+# Server threads moved (MariaDB's outlive their connection in its thread cache): put back after.
+_MOVED_THREADS: dict[int, set[int]] = {}
+
+
+def placement() -> str | None:
+    """How a run places client and servers, for the results page (``None``: not at all)."""
+    split = _cpu_split()
+    if split is None or not _PLACED:
+        return None
+    client, server = (",".join(map(str, sorted(cpus))) for cpus in split)
+    return (
+        f"benchmark client on CPU {client}; PostgreSQL backends of its connections, MariaDB "
+        f"threads of its connections and the HTTP/WebSocket server processes on CPU {server}"
+    )
+
+
+@contextlib.contextmanager
+def client_pinned() -> Iterator[set[int] | None]:
+    """Run the block with this process on the client CPUs; yields the server CPUs (or None:
+    no placement, one CPU or not permitted)."""
+    global _SERVER_CPUS, _PLACED
+    split = _cpu_split()
+    if split is None or _SERVER_CPUS is not None:
+        yield _SERVER_CPUS
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, split[0])
+    except OSError:
+        yield None
+        return
+    _SERVER_CPUS = split[1]
+    _PLACED = True
+    try:
+        yield split[1]
+    finally:
+        _SERVER_CPUS = None
+        os.sched_setaffinity(0, before)
+        for tid, cpus in _MOVED_THREADS.items():
+            with contextlib.suppress(OSError):  # (gone with its connection)
+                os.sched_setaffinity(tid, cpus)
+        _MOVED_THREADS.clear()
+
+
+def pin_process(pid: int) -> bool:
+    """Put process ``pid`` on the server CPUs (inside :func:`client_pinned`); ``False`` if not."""
+    if _SERVER_CPUS is None:
+        return False
+    try:
+        os.sched_setaffinity(pid, _SERVER_CPUS)
+    except OSError:
+        return False
+    return True
+
+
+def _own_tcp_ports() -> set[int]:
+    """Local TCP ports of this process's sockets (Linux ``/proc``)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines, None)
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def pin_postgres_backends() -> int:
+    """Put the PostgreSQL backends serving *this process's* connections on the server CPUs.
+
+    A backend's command line names its client (``postgres: user db 127.0.0.1(54321) idle``);
+    only backends whose client port is one of our sockets are moved, and they exit with their
+    connection. Returns how many were moved (0 outside :func:`client_pinned`).
+    """
+    if _SERVER_CPUS is None:
+        return 0
+    ports = _own_tcp_ports()
+    moved = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if not cmdline.startswith(b"postgres: "):
+            continue
+        start = cmdline.find(b"(")
+        end = cmdline.find(b")", start)
+        if start < 0 or end < 0 or not cmdline[start + 1 : end].isdigit():
+            continue
+        if int(cmdline[start + 1 : end]) in ports and pin_process(int(entry)):
+            moved += 1
+    return moved
+
+
+async def pin_mariadb_threads(control: Any) -> int:
+    """Put the MariaDB threads serving *this process's* connections on the server CPUs.
+
+    ``control`` is an open aiomysql connection used to read ``information_schema.PROCESSLIST``
+    (MariaDB 10.5+ shows each connection's OS thread id, ``TID``). The server keeps finished
+    threads for reuse, so each moved thread's placement is put back when
+    :func:`client_pinned` ends. Returns how many threads were moved.
+    """
+    if _SERVER_CPUS is None:
+        return 0
+    ports = _own_tcp_ports()
+    try:
+        async with control.cursor() as cursor:
+            await cursor.execute("SELECT TID, HOST FROM information_schema.PROCESSLIST")
+            rows = await cursor.fetchall()
+    except Exception:  # an older server without TID: leave placement to the scheduler
+        return 0
+    moved = 0
+    for tid, host in rows:
+        port = str(host or "").rpartition(":")[2]
+        if not tid or not port.isdigit() or int(port) not in ports:
+            continue
+        with contextlib.suppress(OSError):
+            _MOVED_THREADS.setdefault(int(tid), os.sched_getaffinity(int(tid)))
+            if pin_process(int(tid)):
+                moved += 1
+    return moved
+
+
+class MinimalFifo:
+    """The least a fair pool can do, the ceiling rows of the database benchmarks: ``size`` raw
+    connections, an idle list and a deque of waiting futures, each release handed straight to
+    the oldest waiter. No timeouts, stats, checks, cancellation safety or limits. ``reset``, if
+    given, is awaited by the releasing task before the handoff (one round trip per release)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        close: Callable[[Any], Awaitable[object]],
+        size: int,
+        reset: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._close = close
+        self._size = size
+        self._reset = reset
+        self.conns: list[Any] = []
+        self._idle: list[Any] = []
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    async def open(self) -> None:
+        """Open the connections."""
+        self.conns = [await self._connect() for _ in range(self._size)]
+        self._idle = list(self.conns)
+        self._waiters.clear()
+
+    @contextlib.asynccontextmanager
+    async def borrow(self) -> AsyncIterator[Any]:
+        """Hold a connection for the block."""
+        if self._idle and not self._waiters:
+            conn = self._idle.pop()
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            conn = await waiter
+        try:
+            yield conn
+        finally:
+            if self._reset is not None:
+                await self._reset(conn)
+            if self._waiters:
+                self._waiters.popleft().set_result(conn)
+            else:
+                self._idle.append(conn)
+
+    async def close(self) -> None:
+        """Close the connections."""
+        for conn in self.conns:
+            await self._close(conn)
+        self.conns = []
+        self._idle = []
 
 
 @contextlib.asynccontextmanager
@@ -143,6 +375,7 @@ async def server_process(script: str) -> AsyncIterator[tuple[int, int, Path]]:
             if not line.startswith("PORTS "):
                 raise RuntimeError(f"benchmark server did not start: {line!r}")
             plain, tls = (int(port) for port in line.split()[1:])
+            pin_process(proc.pid)  # on the server CPUs, when the run is pinned
             yield plain, tls, ca_file
         finally:
             with contextlib.suppress(ProcessLookupError):

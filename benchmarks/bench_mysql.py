@@ -13,7 +13,9 @@ poolkit is measured with both reset policies: ``"clean"`` (its default, a
 ``COM_RESET_CONNECTION`` round trip per release, which no other contender does) and
 ``"rollback"`` (the same work as aiomysql's pool: a rollback only when a transaction is open, so
 a release costs no I/O here). The ``"rollback"`` rows measure the pool's own overhead; the
-``"clean"`` rows what isolation between borrowers costs on top.
+``"clean"`` rows what isolation between borrowers costs on top. The contended group ends with a
+ceiling: a minimal FIFO pool (raw connections, direct handoff, none of a pool's safety): no
+fair aiomysql pool doing that work goes faster.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import poolkit.mysql
-from _common import Measurement, Options, jain_index, overtaken_fraction, run_alone
+from _common import (
+    Measurement,
+    MinimalFifo,
+    Options,
+    jain_index,
+    overtaken_fraction,
+    pin_mariadb_threads,
+    run_alone,
+)
 
 __all__ = ("run",)
 
@@ -206,6 +216,35 @@ class _Raw(_Contender):
         self.conn.close()
 
 
+class _MinimalFifo(_Contender):
+    """:class:`~_common.MinimalFifo` over raw aiomysql connections (no reset): the ceiling of
+    every fair aiomysql pool here."""
+
+    name = "minimal FIFO handoff over raw aiomysql connections (ceiling)"
+
+    def __init__(self, dsn: str, size: int) -> None:
+        params = _params(dsn)
+
+        async def connect() -> Any:
+            import aiomysql
+
+            return await aiomysql.connect(autocommit=True, **params)
+
+        async def close(conn: Any) -> None:
+            conn.close()
+
+        self.pool = MinimalFifo(connect, close, size)
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.pool.borrow()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
 class _ConnectPerRequest(_Contender):
     name = "aiomysql.connect() per request"
 
@@ -238,11 +277,19 @@ class _ConnectPerRequest(_Contender):
 # turn, so that a burst of load from elsewhere on the machine hits all of them alike.
 
 
-async def _one_task(contender: _Contender, ops: int) -> float:
+Pin = Callable[[], Awaitable[int]]
+
+
+async def _no_pin() -> int:
+    return 0
+
+
+async def _one_task(contender: _Contender, ops: int, pin: Pin = _no_pin) -> float:
     """One task, ``ops`` borrow-query-release cycles; returns queries/s."""
     for _ in range(max(ops // 10, 5)):  # warm-up
         async with contender.borrow() as conn:
             await contender.query(conn)
+    await pin()  # (the server threads of connections opened so far, see _common.py)
     start = time.perf_counter()
     for _ in range(ops):
         async with contender.borrow() as conn:
@@ -250,7 +297,9 @@ async def _one_task(contender: _Contender, ops: int) -> float:
     return ops / (time.perf_counter() - start)
 
 
-async def _contended(contender: _Contender, ops: int) -> tuple[float, dict[str, float]]:
+async def _contended(
+    contender: _Contender, ops: int, pin: Pin = _no_pin
+) -> tuple[float, dict[str, float]]:
     """64 tasks share ``ops`` queries; returns queries/s and fairness figures."""
     remaining = ops
     arrivals: list[int] = []
@@ -273,7 +322,7 @@ async def _contended(contender: _Contender, ops: int) -> tuple[float, dict[str, 
                 await contender.query(conn)
             done[index] += 1
 
-    await _one_task(contender, 0)  # warm-up only
+    await _one_task(contender, 0, pin)  # warm-up (and placement) only
     start = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(TASKS)))
     rate = ops / (time.perf_counter() - start)
@@ -294,6 +343,7 @@ async def _rounds(
     repeat: int,
     *,
     contended: bool,
+    pin: Pin = _no_pin,
 ) -> list[Measurement]:
     """Measure every contender ``repeat`` times, interleaved; one Measurement each."""
     samples: list[list[float]] = [[] for _ in contenders]
@@ -303,10 +353,10 @@ async def _rounds(
             await contender.open()
             try:
                 if contended:
-                    rate, extra = await _contended(contender, ops)
+                    rate, extra = await _contended(contender, ops, pin)
                     extras[i].append(extra)
                 else:
-                    rate = await _one_task(contender, ops)
+                    rate = await _one_task(contender, ops, pin)
             finally:
                 await contender.close()
             samples[i].append(rate)
@@ -339,6 +389,21 @@ async def run(opts: Options) -> list[Measurement]:
     contended_ops = 300 if opts.quick else 20_000
     single_ops = 200 if opts.quick else 5_000
     connect_ops = 20 if opts.quick else 300
+    import aiomysql
+
+    control = await aiomysql.connect(autocommit=True, **_params(dsn))
+    try:
+        return await _scenarios(dsn, repeat, contended_ops, single_ops, connect_ops, control)
+    finally:
+        control.close()
+
+
+async def _scenarios(
+    dsn: str, repeat: int, contended_ops: int, single_ops: int, connect_ops: int, control: Any
+) -> list[Measurement]:
+    async def pin() -> int:
+        return await pin_mariadb_threads(control)
+
     group = f"mysql: SELECT 1, {TASKS} tasks / {CONNECTIONS} connections"
     out = await _rounds(
         group,
@@ -348,9 +413,11 @@ async def run(opts: Options) -> list[Measurement]:
             (_AiomysqlPool(dsn, CONNECTIONS), False, contended_ops),
             (_AsyncmyPool(dsn, CONNECTIONS), False, contended_ops),
             (_SQLAlchemy(dsn, CONNECTIONS), False, contended_ops),
+            (_MinimalFifo(dsn, CONNECTIONS), False, contended_ops),
         ],
         repeat,
         contended=True,
+        pin=pin,
     )
     out += await _rounds(
         "mysql: SELECT 1, one task",
@@ -366,6 +433,7 @@ async def run(opts: Options) -> list[Measurement]:
         ],
         repeat,
         contended=False,
+        pin=pin,
     )
     out += await _rounds(
         "mysql: pooled vs connect-per-request (one task)",
@@ -375,6 +443,7 @@ async def run(opts: Options) -> list[Measurement]:
         ],
         repeat,
         contended=False,
+        pin=pin,
     )
     return out
 

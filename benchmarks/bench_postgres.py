@@ -12,6 +12,9 @@ Scenarios (each a group of rows compared as ratios against the reference row, po
 * ``SELECT 1, 64 tasks / 10 connections``: throughput under contention, plus the acquire wait
   p50/p99/max, Jain's fairness index of the work each task got done, and the fraction of
   acquires overtaken by a later arrival (barging).
+  Two ceilings close the group: a minimal FIFO pool (raw connections, direct handoff, none of
+  a pool's safety), without and with a reset round trip per release: no fair pool doing that
+  work goes faster.
 * ``pooled vs connect-per-request``: what pooling buys over ``asyncpg.connect()`` per query.
 
 Every pool keeps its connections warm (min size = max size, except the one-task rows that
@@ -30,7 +33,16 @@ from typing import Any
 import asyncpg
 
 import poolkit.postgres
-from _common import Measurement, Options, jain_index, measure_rate, overtaken_fraction, run_alone
+from _common import (
+    Measurement,
+    MinimalFifo,
+    Options,
+    jain_index,
+    measure_rate,
+    overtaken_fraction,
+    pin_postgres_backends,
+    run_alone,
+)
 
 __all__ = ("run",)
 
@@ -194,6 +206,31 @@ class _Raw(_Contender):
         await self.conn.close()
 
 
+class _MinimalFifo(_Contender):
+    """:class:`~_common.MinimalFifo` over raw asyncpg connections; with ``reset=True`` each
+    release first awaits asyncpg's own reset query (what asyncpg.Pool sends): the ceiling of a
+    pool that resets with one round trip per release."""
+
+    def __init__(self, dsn: str, size: int, *, reset: bool) -> None:
+        what = "+ one reset round trip per release" if reset else "no reset"
+        self.name = f"minimal FIFO handoff over raw connections, {what} (ceiling)"
+        self.pool = MinimalFifo(
+            lambda: asyncpg.connect(dsn),
+            lambda conn: conn.close(),
+            size,
+            reset=(lambda conn: conn.execute(conn.get_reset_query())) if reset else None,
+        )
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.pool.borrow()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
 class _ConnectPerRequest(_Contender):
     name = "asyncpg.connect() per request"
 
@@ -234,7 +271,12 @@ async def _one_task(contender: _Contender, ops: int, repeat: int, *, query: bool
 
     await contender.open()
     try:
-        return await measure_rate(with_query if query else without_query, ops=ops, repeat=repeat)
+        return await measure_rate(
+            with_query if query else without_query,
+            ops=ops,
+            repeat=repeat,
+            before_each=pin_postgres_backends,
+        )
     finally:
         await contender.close()
 
@@ -278,7 +320,7 @@ async def _contended(
 
     await contender.open()
     try:
-        rates = await measure_rate(body, ops=ops, repeat=repeat)
+        rates = await measure_rate(body, ops=ops, repeat=repeat, before_each=pin_postgres_backends)
     finally:
         await contender.close()
     return rates, dict(extra)
@@ -339,6 +381,8 @@ async def run(opts: Options) -> list[Measurement]:
         (_AsyncpgPool(dsn, CONNECTIONS, reset=False), False),
         (_Psycopg(dsn, CONNECTIONS), False),
         (_SQLAlchemy(dsn, CONNECTIONS), False),
+        (_MinimalFifo(dsn, CONNECTIONS, reset=False), False),
+        (_MinimalFifo(dsn, CONNECTIONS, reset=True), False),
     ]
     for contender, reference in contended:
         rates, extra = await _contended(contender, contended_ops, repeat)

@@ -50,7 +50,7 @@ for _path in (str(HERE), str(ROOT / "src")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _common import Measurement, Options  # noqa: E402 - needs the path set above
+from _common import Measurement, Options, client_pinned, placement  # noqa: E402 - needs the path set above
 
 #: Packages whose versions are recorded with the results (the contenders and the loop).
 COMPARED_PACKAGES = (
@@ -180,7 +180,7 @@ def run_module(
                 result: list[Measurement] = await module.run(opts)
                 return result
 
-        with asyncio.Runner(loop_factory=loop_factory(opts.loop)) as runner:
+        with client_pinned(), asyncio.Runner(loop_factory=loop_factory(opts.loop)) as runner:
             measurements = runner.run(main())
         if not isinstance(measurements, list):
             raise TypeError(f"run() returned {type(measurements).__name__}, not a list")
@@ -285,6 +285,7 @@ def machine_info(loops: Sequence[str]) -> dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "loops": list(loops),
+        "placement": placement(),
         "git_commit": _git_commit(),
         "packages": {name: _version(name) for name in COMPARED_PACKAGES},
     }
@@ -372,6 +373,8 @@ def render_markdown(
         "greater than 1 when the row is better.",
         "",
         f"Packages: {packages}.",
+        "",
+        f"CPU placement: {info.get('placement') or 'none (left to the scheduler)'}.",
         "",
     ]
     if chart:
