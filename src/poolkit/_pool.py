@@ -32,6 +32,7 @@ import random
 import time
 import warnings
 import weakref
+from bisect import bisect_left as _bisect_left
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from types import TracebackType
@@ -42,7 +43,7 @@ from ._connector import Connector
 from ._deadlines import TaskDeadlines
 from ._events import EventName, PoolEvent, logger
 from ._record import ConnectionRecord, State, capture_stack, format_stack
-from ._stats import Histogram, PoolStats, sizing_hint
+from ._stats import BUCKET_BOUNDS, Histogram, PoolStats, sizing_hint
 from ._waiters import Waiters
 from .errors import (
     AuthenticationError,
@@ -750,7 +751,14 @@ class Pool(Generic[C]):
         del self._in_use[id(conn)]
         now = self._clock()
         held = now - record.acquired_at
-        self._use_time.record(held)
+        if held < 0.0:  # (a clock that is not monotonic)
+            held = 0.0
+        use_time = self._use_time  # Histogram.record, inlined: hot path
+        use_time._counts[_bisect_left(BUCKET_BOUNDS, held)] += 1
+        use_time.count += 1
+        use_time.sum += held
+        if held > use_time.max:
+            use_time.max = held
         record.stack = None
         if record.leak_reported:
             logger.info(
