@@ -19,6 +19,8 @@ Scenarios (each a group of rows compared as ratios against the reference row, po
 
 Every pool keeps its connections warm (min size = max size, except the one-task rows that
 show poolkit's defaults) and uses autocommit; no contender checks connections on acquire.
+Contenders take turns: each round opens, warms up, measures once and closes every contender of
+a group, so that a change in the machine's load hits all of them alike.
 """
 
 from __future__ import annotations
@@ -77,24 +79,31 @@ class _Poolkit(_Contender):
         max_size: int,
     ) -> None:
         self.name = f'poolkit (reset="{reset}", min={min_size}, max={max_size})'
+        self.dsn = dsn
+        self.reset: poolkit.postgres.ResetPolicy = reset
+        self.min_size = min_size
+        self.max_size = max_size
+        self.pool: poolkit.postgres.PostgresPool | None = None
+
+    async def open(self) -> None:
         self.pool = poolkit.postgres.create_pool(
-            dsn,
-            reset=reset,
-            min_size=min_size,
-            max_size=max_size,
+            self.dsn,
+            reset=self.reset,
+            min_size=self.min_size,
+            max_size=self.max_size,
             check_on_acquire="never",
             pgbouncer=False,
             environ={},
         )
-
-    async def open(self) -> None:
         await self.pool.open()
 
     def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        assert self.pool is not None
         return self.pool.acquire()
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 async def _no_reset(conn: Any) -> None:
@@ -326,6 +335,40 @@ async def _contended(
     return rates, dict(extra)
 
 
+async def _rounds(
+    group: str,
+    contenders: list[tuple[_Contender, bool, int]],
+    repeat: int,
+    *,
+    kind: str,
+) -> list[Measurement]:
+    """Measure every contender ``repeat`` times, interleaved: each round opens, warms up,
+    measures once and closes every contender in turn, so that a change in the machine's load
+    during the run hits all of them alike. ``kind``: "cycle", "query" or "contended"."""
+    samples: list[list[float]] = [[] for _ in contenders]
+    extras: list[list[dict[str, float]]] = [[] for _ in contenders]
+    for _ in range(repeat):
+        for i, (contender, _, ops) in enumerate(contenders):
+            if kind == "contended":
+                rates, extra = await _contended(contender, ops, 1)
+                extras[i].append(extra)
+            else:
+                rates = await _one_task(contender, ops, 1, query=kind == "query")
+            samples[i].extend(rates)
+    unit = "cycles/s" if kind == "cycle" else "queries/s"
+    out = []
+    for i, (contender, reference, _) in enumerate(contenders):
+        extra = (
+            {key: statistics.median(e[key] for e in extras[i]) for key in extras[i][0]}
+            if extras[i]
+            else {}
+        )
+        out.append(
+            Measurement(group, contender.name, unit, samples[i], reference=reference, extra=extra)
+        )
+    return out
+
+
 async def run(opts: Options) -> list[Measurement]:
     """Run every PostgreSQL scenario once per contender and return the measurements.
 
@@ -341,63 +384,61 @@ async def run(opts: Options) -> list[Measurement]:
     contended_ops = 300 if opts.quick else 20_000
     single_ops = 200 if opts.quick else 5_000
     connect_ops = 20 if opts.quick else 300
-    out: list[Measurement] = []
 
-    group = "postgres: no-query acquire+release cycle (one task)"
-    cycle: list[tuple[_Contender, bool]] = [
-        (_Poolkit(dsn, "rollback", 1, 1), True),
-        (_Poolkit(dsn, "clean", 1, 1), False),
-        (_AsyncpgPool(dsn, 1, reset=True), False),
-        (_AsyncpgPool(dsn, 1, reset=False), False),
-        (_Psycopg(dsn, 1), False),
-        (_SQLAlchemy(dsn, 1), False),
-    ]
-    for contender, reference in cycle:
-        rates = await _one_task(contender, cycle_ops, repeat, query=False)
-        out.append(Measurement(group, contender.name, "cycles/s", rates, reference=reference))
-
-    group = "postgres: SELECT 1, one task"
-    single: list[tuple[_Contender, bool]] = [
-        # poolkit's default sizes: while one connection resets, the next query uses another.
-        (_Poolkit(dsn, "clean", 1, 10), True),
-        (_Poolkit(dsn, "clean", 2, 10), False),
-        (_Poolkit(dsn, "clean", 1, 1), False),
-        (_Poolkit(dsn, "rollback", 1, 1), False),
-        (_AsyncpgPool(dsn, 1, reset=True), False),
-        (_AsyncpgPool(dsn, 1, reset=False), False),
-        (_Psycopg(dsn, 1), False),
-        (_SQLAlchemy(dsn, 1), False),
-        (_Raw(dsn), False),
-    ]
-    for contender, reference in single:
-        rates = await _one_task(contender, single_ops, repeat, query=True)
-        out.append(Measurement(group, contender.name, "queries/s", rates, reference=reference))
-
-    group = f"postgres: SELECT 1, {TASKS} tasks / {CONNECTIONS} connections"
-    contended: list[tuple[_Contender, bool]] = [
-        (_Poolkit(dsn, "clean", CONNECTIONS, CONNECTIONS), True),
-        (_Poolkit(dsn, "rollback", CONNECTIONS, CONNECTIONS), False),
-        (_AsyncpgPool(dsn, CONNECTIONS, reset=True), False),
-        (_AsyncpgPool(dsn, CONNECTIONS, reset=False), False),
-        (_Psycopg(dsn, CONNECTIONS), False),
-        (_SQLAlchemy(dsn, CONNECTIONS), False),
-        (_MinimalFifo(dsn, CONNECTIONS, reset=False), False),
-        (_MinimalFifo(dsn, CONNECTIONS, reset=True), False),
-    ]
-    for contender, reference in contended:
-        rates, extra = await _contended(contender, contended_ops, repeat)
-        out.append(
-            Measurement(group, contender.name, "queries/s", rates, reference=reference, extra=extra)
-        )
-
-    group = "postgres: pooled vs connect-per-request (one task)"
-    per_request: list[tuple[_Contender, bool, int]] = [
-        (_Poolkit(dsn, "clean", 1, 10), True, single_ops),
-        (_ConnectPerRequest(dsn), False, connect_ops),
-    ]
-    for contender, reference, ops in per_request:
-        rates = await _one_task(contender, ops, repeat, query=True)
-        out.append(Measurement(group, contender.name, "queries/s", rates, reference=reference))
+    out = await _rounds(
+        "postgres: no-query acquire+release cycle (one task)",
+        [
+            (_Poolkit(dsn, "rollback", 1, 1), True, cycle_ops),
+            (_Poolkit(dsn, "clean", 1, 1), False, cycle_ops // 10),
+            (_AsyncpgPool(dsn, 1, reset=True), False, cycle_ops // 10),
+            (_AsyncpgPool(dsn, 1, reset=False), False, cycle_ops),
+            (_Psycopg(dsn, 1), False, cycle_ops),
+            (_SQLAlchemy(dsn, 1), False, cycle_ops // 10),
+        ],
+        repeat,
+        kind="cycle",
+    )
+    out += await _rounds(
+        "postgres: SELECT 1, one task",
+        [
+            # poolkit's default sizes: while one connection resets, the next query uses another.
+            (_Poolkit(dsn, "clean", 1, 10), True, single_ops),
+            (_Poolkit(dsn, "clean", 2, 10), False, single_ops),
+            (_Poolkit(dsn, "clean", 1, 1), False, single_ops),
+            (_Poolkit(dsn, "rollback", 1, 1), False, single_ops),
+            (_AsyncpgPool(dsn, 1, reset=True), False, single_ops),
+            (_AsyncpgPool(dsn, 1, reset=False), False, single_ops),
+            (_Psycopg(dsn, 1), False, single_ops),
+            (_SQLAlchemy(dsn, 1), False, single_ops),
+            (_Raw(dsn), False, single_ops),
+        ],
+        repeat,
+        kind="query",
+    )
+    out += await _rounds(
+        f"postgres: SELECT 1, {TASKS} tasks / {CONNECTIONS} connections",
+        [
+            (_Poolkit(dsn, "clean", CONNECTIONS, CONNECTIONS), True, contended_ops),
+            (_Poolkit(dsn, "rollback", CONNECTIONS, CONNECTIONS), False, contended_ops),
+            (_AsyncpgPool(dsn, CONNECTIONS, reset=True), False, contended_ops),
+            (_AsyncpgPool(dsn, CONNECTIONS, reset=False), False, contended_ops),
+            (_Psycopg(dsn, CONNECTIONS), False, contended_ops),
+            (_SQLAlchemy(dsn, CONNECTIONS), False, contended_ops),
+            (_MinimalFifo(dsn, CONNECTIONS, reset=False), False, contended_ops),
+            (_MinimalFifo(dsn, CONNECTIONS, reset=True), False, contended_ops),
+        ],
+        repeat,
+        kind="contended",
+    )
+    out += await _rounds(
+        "postgres: pooled vs connect-per-request (one task)",
+        [
+            (_Poolkit(dsn, "clean", 1, 10), True, single_ops),
+            (_ConnectPerRequest(dsn), False, connect_ops),
+        ],
+        repeat,
+        kind="query",
+    )
     return out
 
 

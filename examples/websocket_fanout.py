@@ -107,7 +107,7 @@ async def main() -> None:
                     print(f"    saw: {log[name]}")
         assert log["fast-1"] == log["fast-2"]
         assert "GAP" in log["fast-1"]
-        print("pool:", pool.stats().as_dict()["messages_received"], "messages received upstream")
+        print("pool:", int(pool.stats().extra["messages_received"]), "messages received upstream")
 
 
 if __name__ == "__main__":

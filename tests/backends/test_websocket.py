@@ -195,7 +195,7 @@ async def test_sequential_acquires_of_one_uri_reuse_one_tcp_connection(
         assert await second.recv(timeout=5) == "2"
     assert second is first
     assert server.handshakes == 1
-    assert pool.stats().pool.created == 1
+    assert pool.stats().created == 1
 
 
 async def test_different_uris_get_different_connections(
@@ -271,8 +271,8 @@ async def test_connection_released_with_unread_messages_is_not_reused(
         await fresh.send("mine")
         assert await fresh.recv(timeout=5) == "mine"
     stats = pool.stats()
-    assert stats.dirty_discards == 1
-    assert stats.pool.closed.get("broken") == 1
+    assert stats.extra["dirty_discards"] == 1
+    assert stats.closed.get("broken") == 1
     assert server.handshakes == 2
 
 
@@ -300,7 +300,7 @@ async def test_on_release_hook_can_unsubscribe_and_clear_pending_to_allow_reuse(
         assert again.pending == 0
     assert server.handshakes == 1
     assert server.subscribers("t") == 0
-    assert pool.stats().dirty_discards == 0
+    assert pool.stats().extra["dirty_discards"] == 0
 
 
 async def test_message_arriving_while_idle_closes_the_connection_by_default(
@@ -317,7 +317,7 @@ async def test_message_arriving_while_idle_closes_the_connection_by_default(
         assert fresh is not conn
         await fresh.send("new")
         assert await fresh.recv(timeout=5) == "new"
-    assert pool.stats().dirty_discards == 1
+    assert pool.stats().extra["dirty_discards"] == 1
     assert server.handshakes == 2
 
 
@@ -337,8 +337,8 @@ async def test_idle_messages_discard_policy_drops_stale_data_and_keeps_the_conne
         await same.send("fresh")
         assert await same.recv(timeout=5) == "fresh"
     stats = pool.stats()
-    assert stats.unread_discarded == 2
-    assert stats.dirty_discards == 0
+    assert stats.extra["unread_discarded"] == 2
+    assert stats.extra["dirty_discards"] == 0
     assert server.handshakes == 1
 
 
@@ -393,9 +393,9 @@ async def test_server_close_is_detected_and_next_acquire_reconnects(
         await fresh.send("ok")
         assert await fresh.recv(timeout=5) == "ok"
     stats = pool.stats()
-    assert stats.lost == 1
-    assert stats.reconnects == 1
-    assert stats.pool.closed.get("broken") == 1
+    assert stats.extra["lost"] == 1
+    assert stats.extra["reconnects"] == 1
+    assert stats.closed.get("broken") == 1
 
 
 async def test_idle_connection_that_stops_answering_pings_fails_its_health_check(
@@ -417,16 +417,16 @@ async def test_idle_connection_that_stops_answering_pings_fails_its_health_check
     # One maintenance pass (what the pool's background task runs) starts the due check.
     await pool.pool("/h").run_maintenance()
     # Bound: check_timeout + close_timeout, plus slack for a busy CI machine.
-    await eventually(lambda: pool.stats().pool.check_failures > 0, timeout=0.2 + 0.2 + 5)
+    await eventually(lambda: pool.stats().check_failures > 0, timeout=0.2 + 0.2 + 5)
     server.deaf = False
     async with pool.acquire("/h") as fresh:
         assert fresh is not conn
         await fresh.send("alive")
         assert await fresh.recv(timeout=5) == "alive"
     stats = pool.stats()
-    assert stats.ping_failures == 1
-    assert stats.reconnects == 1
-    assert stats.pool.closed.get("check_failed") == 1
+    assert stats.extra["ping_failures"] == 1
+    assert stats.extra["reconnects"] == 1
+    assert stats.closed.get("check_failed") == 1
 
 
 async def test_in_use_connection_with_silent_peer_is_closed_by_keepalive(
@@ -445,7 +445,7 @@ async def test_in_use_connection_with_silent_peer_is_closed_by_keepalive(
     server.deaf = False
     async with pool.acquire("/k") as fresh:
         assert fresh is not conn
-    assert pool.stats().lost == 1
+    assert pool.stats().extra["lost"] == 1
 
 
 async def test_tcp_reset_during_recv_raises_and_the_pool_recovers(
@@ -465,7 +465,7 @@ async def test_tcp_reset_during_recv_raises_and_the_pool_recovers(
         assert fresh is not conn
         await fresh.send("back")
         assert await fresh.recv(timeout=5) == "back"
-    assert pool.stats().reconnects == 1
+    assert pool.stats().extra["reconnects"] == 1
 
 
 async def test_idle_connection_dropped_is_reopened_in_background_with_min_per_uri(
@@ -488,10 +488,10 @@ async def test_idle_connection_dropped_is_reopened_in_background_with_min_per_ur
     # The next maintenance pass drops the dead connection and refills min_per_uri.
     await pool.pool("/m").run_maintenance()
     await server.wait_for(lambda: server.handshakes == 2, timeout=10)
-    await eventually(lambda: pool.stats().pool.idle == 1, timeout=5)
+    await eventually(lambda: pool.stats().idle == 1, timeout=5)
     stats = pool.stats()
-    assert stats.reconnects == 1
-    assert stats.pool.size == 1
+    assert stats.extra["reconnects"] == 1
+    assert stats.size == 1
 
 
 async def test_pool_heals_after_server_restart(server: WSServer, make_pool: PoolFactory) -> None:
@@ -542,7 +542,7 @@ async def test_global_cap_applies_across_uris_and_evicts_idle_connections(
     async with pool.acquire("/three") as third:
         await third.send("3")
         assert await third.recv(timeout=5) == "3"
-    total = pool.stats().pool
+    total = pool.stats()
     assert total.size <= 2
     assert total.closed.get("evicted") == 1
 
@@ -700,7 +700,7 @@ async def test_connection_refused_ends_in_pool_timeout_with_connect_error_cause(
     with pytest.raises(PoolTimeout) as info:
         await pool.acquire("/x", timeout=0.2)
     assert isinstance(info.value.__cause__, ConnectError)
-    assert pool.stats().pool.connect_errors >= 1
+    assert pool.stats().connect_errors >= 1
 
 
 def test_invalid_configuration_names_the_field() -> None:
@@ -747,7 +747,8 @@ def test_config_from_environment_and_config_object() -> None:
 async def test_stats_count_messages_bytes_and_per_uri_totals(
     server: WSServer, make_pool: PoolFactory
 ) -> None:
-    """stats() adds messages and bytes (UTF-8 size) per URI and in total to the core snapshot."""
+    """stats() adds messages and bytes (UTF-8 size) to the core snapshot's extra, in total and
+    per URI (stats_by_uri())."""
     pool = make_pool(server.base_uri)
     async with pool.acquire("/a") as a:
         await a.send("héllo")  # 6 bytes in UTF-8
@@ -758,15 +759,16 @@ async def test_stats_count_messages_bytes_and_per_uri_totals(
         await b.send({"k": 1})  # '{"k":1}' = 7 bytes
         await b.recv(timeout=5)
     stats = pool.stats()
-    per_a = stats.per_uri[server.uri("/a")]
-    per_b = stats.per_uri[server.uri("/b")]
-    assert (per_a.messages_sent, per_a.bytes_sent, per_a.bytes_received) == (1, 6, 6)
-    assert (per_b.messages_sent, per_b.messages_received, per_b.bytes_sent) == (2, 2, 11)
-    assert stats.messages_sent == 3
-    assert stats.bytes_received == 17
-    assert stats.pool.acquires == 2
-    assert per_a.pool.acquires == 1
-    assert stats.as_dict()["per_uri"][server.uri("/b")]["pool"]["acquires"] == 1
+    by_uri = pool.stats_by_uri()
+    per_a = by_uri[server.uri("/a")].extra
+    per_b = by_uri[server.uri("/b")].extra
+    assert (per_a["messages_sent"], per_a["bytes_sent"], per_a["bytes_received"]) == (1, 6, 6)
+    assert (per_b["messages_sent"], per_b["messages_received"], per_b["bytes_sent"]) == (2, 2, 11)
+    assert stats.extra["messages_sent"] == 3
+    assert stats.extra["bytes_received"] == 17
+    assert stats.acquires == 2
+    assert by_uri[server.uri("/a")].acquires == 1
+    assert stats.as_dict()["extra"]["messages_sent"] == 3
 
 
 async def test_close_closes_every_connection_and_leaks_nothing(

@@ -329,7 +329,7 @@ async def test_gap_is_signalled_after_upstream_restart_and_subscription_is_resen
         assert (stream.reconnects, stream.gaps) == (1, 1)
     assert server.handshakes == 2
     assert server.received.count(("/f", '{"subscribe":"trades"}')) == 2
-    assert pool.stats().lost == 1
+    assert pool.stats().extra["lost"] == 1
 
 
 async def test_gap_after_normal_close_by_server(server: WSServer, pool: WebSocketPool) -> None:
@@ -486,7 +486,7 @@ async def test_upstream_closes_after_linger_once_the_last_subscriber_left(
         assert hub.stats() == []
         assert ("/f", '{"unsubscribe":"trades"}') in server.received
     assert server.handshakes == 1
-    assert pool.stats().pool.in_use == 0
+    assert pool.stats().in_use == 0
 
 
 async def test_close_ends_every_subscription_and_leaves_no_task(
@@ -515,7 +515,7 @@ async def test_close_ends_every_subscription_and_leaves_no_task(
     with pytest.raises(PoolClosed):
         async with hub.subscribe("/s0", TOPIC):
             pass
-    assert pool.stats().pool.in_use == 0
+    assert pool.stats().in_use == 0
     await pool.close()
     assert asyncio.all_tasks() - before == set()
 

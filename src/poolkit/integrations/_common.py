@@ -42,8 +42,8 @@ PoolSource = Any
 def snapshot(pool: Any) -> PoolStats:
     """Return ``pool``'s :class:`~poolkit.PoolStats`, whatever shape its ``stats()`` has.
 
-    A keyed pool's ``total_stats()``; a backend snapshot wrapping the core one (the WebSocket
-    pool's ``stats().pool``); else ``stats()`` itself.
+    A keyed pool's ``total_stats()``; else ``stats()`` itself, or the core snapshot a
+    third-party backend's own ``stats()`` wraps as ``.pool``.
     """
     total = getattr(pool, "total_stats", None)
     if callable(total):

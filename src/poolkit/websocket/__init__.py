@@ -59,10 +59,8 @@ from ._fanout import (
 )
 from ._uri import Endpoint, redact_uri, resolve_uri
 from ._wspool import (
-    EndpointStats,
     WebSocketAcquire,
     WebSocketPool,
-    WebSocketPoolStats,
     create_pool,
 )
 
@@ -73,7 +71,6 @@ __all__ = (
     "ConnectionBroken",
     "Decode",
     "Endpoint",
-    "EndpointStats",
     "FanOut",
     "Gap",
     "IdleMessages",
@@ -98,7 +95,6 @@ __all__ = (
     "WebSocketConnection",
     "WebSocketConnector",
     "WebSocketPool",
-    "WebSocketPoolStats",
     "WireCounters",
     "create_pool",
     "redact_uri",

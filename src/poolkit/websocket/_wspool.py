@@ -13,7 +13,7 @@ import asyncio
 import json
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -23,10 +23,8 @@ from ._connector import IdleMessages, WebSocketConnector
 from ._uri import Endpoint, check_uri, redact_uri, resolve_uri
 
 __all__ = (
-    "EndpointStats",
     "WebSocketAcquire",
     "WebSocketPool",
-    "WebSocketPoolStats",
     "create_pool",
 )
 
@@ -39,100 +37,6 @@ _WS_DEFAULTS: Final[Mapping[str, Any]] = {
     "max_idle_time": 300.0,
     "health_check_interval": 30.0,
 }
-
-_COUNTER_FIELDS: Final = (
-    "messages_sent",
-    "messages_received",
-    "bytes_sent",
-    "bytes_received",
-    "connects",
-    "reconnects",
-    "lost",
-    "dirty_discards",
-    "unread_discarded",
-    "ping_failures",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStats:
-    """One URI's pool snapshot plus its WebSocket traffic counters.
-
-    Attributes:
-        uri: the redacted URI.
-        pool: the core snapshot of that URI's pool.
-        messages_sent: messages sent.
-        messages_received: messages received (including those discarded unread).
-        bytes_sent: payload bytes sent.
-        bytes_received: payload bytes received.
-        connects: connections opened.
-        reconnects: connections opened to replace one that was lost.
-        lost: connections found closed by the peer, failing a ping, or reset.
-        dirty_discards: connections not reused because unread data or an interrupted
-            send/receive was left at release or found at hand-out.
-        unread_discarded: buffered messages thrown away unread.
-        ping_failures: failed health-check pings.
-    """
-
-    uri: str
-    pool: PoolStats
-    messages_sent: int
-    messages_received: int
-    bytes_sent: int
-    bytes_received: int
-    connects: int
-    reconnects: int
-    lost: int
-    dirty_discards: int
-    unread_discarded: int
-    ping_failures: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the snapshot as plain, JSON-serialisable data."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTER_FIELDS}
-        data["uri"] = self.uri
-        data["pool"] = self.pool.as_dict()
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketPoolStats:
-    """A snapshot of a :class:`WebSocketPool`: totals, then one entry per URI.
-
-    Attributes:
-        pool: the core snapshot summed over every URI (``max_size`` is the global cap).
-        messages_sent: messages sent, all URIs.
-        messages_received: messages received, all URIs.
-        bytes_sent: payload bytes sent, all URIs.
-        bytes_received: payload bytes received, all URIs.
-        connects: connections opened, all URIs.
-        reconnects: connections opened to replace lost ones, all URIs.
-        lost: connections found dead, all URIs.
-        dirty_discards: connections not reused because they were unclean, all URIs.
-        unread_discarded: buffered messages discarded unread, all URIs.
-        ping_failures: failed health-check pings, all URIs.
-        per_uri: :class:`EndpointStats` by redacted URI.
-    """
-
-    pool: PoolStats
-    messages_sent: int
-    messages_received: int
-    bytes_sent: int
-    bytes_received: int
-    connects: int
-    reconnects: int
-    lost: int
-    dirty_discards: int
-    unread_discarded: int
-    ping_failures: int
-    per_uri: dict[str, EndpointStats] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the snapshot as plain, JSON-serialisable data."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTER_FIELDS}
-        data["pool"] = self.pool.as_dict()
-        data["per_uri"] = {uri: s.as_dict() for uri, s in self.per_uri.items()}
-        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,25 +233,27 @@ class WebSocketPool:
 
     # -- stats ----------------------------------------------------------------------------------
 
-    def stats(self) -> WebSocketPoolStats:
-        """Return a snapshot: the core totals, the traffic totals and one entry per URI."""
-        per_uri: dict[str, EndpointStats] = {}
-        totals = dict.fromkeys(_COUNTER_FIELDS, 0)
-        pool_stats = self._keyed.stats()
-        for endpoint, counters in self._counters.items():
-            snap = pool_stats.get(endpoint)
-            if snap is None:
-                continue
-            values = {name: getattr(counters, name) for name in _COUNTER_FIELDS}
-            for name, value in values.items():
-                totals[name] += value
+    def stats(self) -> PoolStats:
+        """All URIs together: the core snapshot (``max_size`` is the global cap) plus, in
+        ``extra``, the traffic counters: ``messages_sent``, ``messages_received``,
+        ``bytes_sent``, ``bytes_received``, ``connects``, ``reconnects``, ``lost``,
+        ``dirty_discards``, ``unread_discarded`` and ``ping_failures``.
+
+        The same :class:`~poolkit.PoolStats` every poolkit pool returns.
+        """
+        return self._keyed.total_stats()
+
+    def stats_by_uri(self) -> dict[str, PoolStats]:
+        """One snapshot per URI (redacted; a second pool to the same URI gets `` #2``)."""
+        by_uri: dict[str, PoolStats] = {}
+        for endpoint, snap in self._keyed.stats().items():
             label = endpoint.display
             n = 2
-            while label in per_uri:
+            while label in by_uri:
                 label = f"{endpoint.display} #{n}"
                 n += 1
-            per_uri[label] = EndpointStats(uri=endpoint.display, pool=snap, **values)
-        return WebSocketPoolStats(pool=self._keyed.total_stats(), per_uri=per_uri, **totals)
+            by_uri[label] = snap
+        return by_uri
 
     # -- internals ------------------------------------------------------------------------------
 
