@@ -17,6 +17,8 @@ Design notes
   and returns at once, so a cancelled caller can never leave a half-reset connection behind.
 * **Everything is bounded**: waiting by ``acquire_timeout``, each connector call by its phase
   timeout (connect/check/reset/close), close by its own timeout, then connections are aborted.
+  The two bounds paid on every contended acquire or every reset (waiting, resetting) share one
+  timer per pool instead of a timer each (``_waiters.py``, ``_deadlines.py``).
 """
 
 from __future__ import annotations
