@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = (
     "MinimalFifo",
     "Options",
     "client_pinned",
+    "interleaved",
     "pin_mariadb_threads",
     "jain_index",
     "measure_rate",
@@ -102,6 +103,41 @@ async def measure_rate(
         if i >= warmup:
             rates.append(ops / elapsed)
     return rates
+
+
+async def interleaved(
+    group: str,
+    contenders: Sequence[tuple[Any, bool, int]],
+    repeat: int,
+    measure: Callable[[Any, int], Awaitable[tuple[float, dict[str, float]]]],
+    unit: str,
+) -> list[Measurement]:
+    """Measure ``(contender, is_reference, ops)`` rows ``repeat`` times, taking turns.
+
+    Each round calls ``measure(contender, ops)`` once per contender, in order, so that a change
+    in the machine's load during the run hits all of them alike; ``measure`` returns one rate
+    and extra figures (their medians over the rounds end up in the row). Contenders need a
+    ``name``.
+    """
+    samples: list[list[float]] = [[] for _ in contenders]
+    extras: list[list[dict[str, float]]] = [[] for _ in contenders]
+    for _ in range(repeat):
+        for i, (contender, _, ops) in enumerate(contenders):
+            rate, extra = await measure(contender, ops)
+            samples[i].append(rate)
+            if extra:
+                extras[i].append(extra)
+    out = []
+    for i, (contender, reference, _) in enumerate(contenders):
+        medians = (
+            {key: statistics.median(e[key] for e in extras[i]) for key in extras[i][0]}
+            if extras[i]
+            else {}
+        )
+        out.append(
+            Measurement(group, contender.name, unit, samples[i], reference=reference, extra=medians)
+        )
+    return out
 
 
 def jain_index(values: list[float]) -> float:

@@ -32,6 +32,7 @@ from _common import (
     Measurement,
     MinimalFifo,
     Options,
+    interleaved,
     jain_index,
     overtaken_fraction,
     pin_mariadb_threads,
@@ -345,34 +346,19 @@ async def _rounds(
     contended: bool,
     pin: Pin = _no_pin,
 ) -> list[Measurement]:
-    """Measure every contender ``repeat`` times, interleaved; one Measurement each."""
-    samples: list[list[float]] = [[] for _ in contenders]
-    extras: list[list[dict[str, float]]] = [[] for _ in contenders]
-    for _ in range(repeat):
-        for i, (contender, _, ops) in enumerate(contenders):
-            await contender.open()
-            try:
-                if contended:
-                    rate, extra = await _contended(contender, ops, pin)
-                    extras[i].append(extra)
-                else:
-                    rate = await _one_task(contender, ops, pin)
-            finally:
-                await contender.close()
-            samples[i].append(rate)
-    out = []
-    for i, (contender, reference, _) in enumerate(contenders):
-        extra = (
-            {key: statistics.median(e[key] for e in extras[i]) for key in extras[i][0]}
-            if extras[i]
-            else {}
-        )
-        out.append(
-            Measurement(
-                group, contender.name, "queries/s", samples[i], reference=reference, extra=extra
-            )
-        )
-    return out
+    """Measure every contender ``repeat`` times, taking turns (each round opens, warms up,
+    measures once and closes every contender)."""
+
+    async def measure(contender: _Contender, ops: int) -> tuple[float, dict[str, float]]:
+        await contender.open()
+        try:
+            if contended:
+                return await _contended(contender, ops, pin)
+            return await _one_task(contender, ops, pin), {}
+        finally:
+            await contender.close()
+
+    return await interleaved(group, contenders, repeat, measure, "queries/s")
 
 
 async def run(opts: Options) -> list[Measurement]:

@@ -39,6 +39,7 @@ from _common import (
     Measurement,
     MinimalFifo,
     Options,
+    interleaved,
     jain_index,
     measure_rate,
     overtaken_fraction,
@@ -342,31 +343,18 @@ async def _rounds(
     *,
     kind: str,
 ) -> list[Measurement]:
-    """Measure every contender ``repeat`` times, interleaved: each round opens, warms up,
-    measures once and closes every contender in turn, so that a change in the machine's load
-    during the run hits all of them alike. ``kind``: "cycle", "query" or "contended"."""
-    samples: list[list[float]] = [[] for _ in contenders]
-    extras: list[list[dict[str, float]]] = [[] for _ in contenders]
-    for _ in range(repeat):
-        for i, (contender, _, ops) in enumerate(contenders):
-            if kind == "contended":
-                rates, extra = await _contended(contender, ops, 1)
-                extras[i].append(extra)
-            else:
-                rates = await _one_task(contender, ops, 1, query=kind == "query")
-            samples[i].extend(rates)
+    """Measure every contender ``repeat`` times, taking turns (each round opens, warms up,
+    measures once and closes every contender). ``kind``: "cycle", "query" or "contended"."""
+
+    async def measure(contender: _Contender, ops: int) -> tuple[float, dict[str, float]]:
+        if kind == "contended":
+            rates, extra = await _contended(contender, ops, 1)
+            return rates[0], extra
+        rates = await _one_task(contender, ops, 1, query=kind == "query")
+        return rates[0], {}
+
     unit = "cycles/s" if kind == "cycle" else "queries/s"
-    out = []
-    for i, (contender, reference, _) in enumerate(contenders):
-        extra = (
-            {key: statistics.median(e[key] for e in extras[i]) for key in extras[i][0]}
-            if extras[i]
-            else {}
-        )
-        out.append(
-            Measurement(group, contender.name, unit, samples[i], reference=reference, extra=extra)
-        )
-    return out
+    return await interleaved(group, contenders, repeat, measure, unit)
 
 
 async def run(opts: Options) -> list[Measurement]:
