@@ -144,3 +144,32 @@ async def test_close_cancels_the_shared_timer(monkeypatch: pytest.MonkeyPatch) -
     await asyncio.gather(waiter, return_exceptions=True)
     assert counter.scheduled == 1
     assert counter.cancelled == 1
+
+
+def test_deadlines_under_uvloop() -> None:
+    """Under uvloop (millisecond timers): mixed acquire timeouts each expire on time, a hanging
+    reset is cut off at reset_timeout, and the loop reports no error."""
+    uvloop = pytest.importorskip("uvloop")
+    from core.registry_support import LoopErrors, describe_errors, recording_loop_factory
+
+    errors: LoopErrors = []
+
+    async def scenario() -> None:
+        connector = FakeConnector(reset="never")
+        async with Pool(connector, min_size=1, max_size=1, reset_timeout=0.1) as pool:
+            async with pool.acquire():
+                elapsed = await asyncio.gather(_timed_acquire(pool, 0.3), _timed_acquire(pool, 0.1))
+            for got, want in zip(elapsed, (0.3, 0.1), strict=True):
+                assert want - 0.01 <= got < want + 0.3, (got, want)
+            # The release above started a reset that never returns: cut off at 0.1 s.
+            async with asyncio.timeout(5):
+                while pool.stats().reset_failures == 0:
+                    await asyncio.sleep(0.01)
+            connector.set("reset", "ok")
+            async with pool.acquire(timeout=2):
+                pass
+            assert_pool_consistent(pool)
+
+    with asyncio.Runner(loop_factory=recording_loop_factory(uvloop.new_event_loop, errors)) as r:
+        r.run(scenario())
+    assert not errors, describe_errors(errors)
