@@ -1,9 +1,11 @@
-"""Bounding pool-owned tasks (resets) with one timer instead of one ``asyncio.timeout`` each.
+"""Bounding pool-owned tasks (resets, checks) with one timer instead of one
+``asyncio.timeout`` each.
 
 ``asyncio.timeout()`` costs a ``Timeout`` object, a timer handle scheduled and cancelled, and a
 few Python frames: measured here at 5-7 µs per use, more than the rest of a release. Every reset
-of a pool has the same ``reset_timeout``, so deadlines grow in the order resets start, and
-resets mostly finish in that order too. So, as for waiters (``_waiters.py``), one timer armed for
+of a pool has the same ``reset_timeout`` (every check the same ``check_timeout``: the pool keeps
+one instance for each), so deadlines grow in the order resets start, and resets mostly finish
+in that order too. So, as for waiters (``_waiters.py``), one timer armed for
 the oldest unfinished deadline serves them all: when it fires, it cancels every watched task
 past its deadline (marking the watch as expired, so the task can tell our cancellation from
 anyone else's) and re-arms for the next. A watch whose deadline is earlier than one already

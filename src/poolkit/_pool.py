@@ -17,8 +17,8 @@ Design notes
   and returns at once, so a cancelled caller can never leave a half-reset connection behind.
 * **Everything is bounded**: waiting by ``acquire_timeout``, each connector call by its phase
   timeout (connect/check/reset/close), close by its own timeout, then connections are aborted.
-  The two bounds paid on every contended acquire or every reset (waiting, resetting) share one
-  timer per pool instead of a timer each (``_waiters.py``, ``_deadlines.py``).
+  The bounds paid per acquire or release (waiting, checking, resetting) each share one timer
+  per pool instead of a timer each (``_waiters.py``, ``_deadlines.py``).
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ class Pool(Generic[C]):
         self._records: dict[int, ConnectionRecord[C]] = {}
         self._waiters: Waiters[ConnectionRecord[C]] = Waiters()
         self._reset_deadlines = TaskDeadlines()
+        self._check_deadlines = TaskDeadlines()
         self._connecting = 0
         self._checking = 0
         self._resetting = 0
@@ -431,6 +432,7 @@ class Pool(Generic[C]):
         finally:
             self._lifecycle = _Lifecycle.CLOSED
             self._reset_deadlines.cancel_timer()
+            self._check_deadlines.cancel_timer()
             finished: asyncio.Future[None] | None = self._closed_future
             self._closed_future = None
             if finished is not None and not finished.done():
@@ -451,6 +453,7 @@ class Pool(Generic[C]):
             self._fail_waiters()
             self._signal_progress()
             self._reset_deadlines.cancel_timer()
+            self._check_deadlines.cancel_timer()
         tasks = list(self._tasks)
         if self._maintenance is not None:
             tasks.append(self._maintenance)
@@ -1080,6 +1083,7 @@ class Pool(Generic[C]):
         self._maintenance = None
         self._waiters = Waiters()
         self._reset_deadlines = TaskDeadlines()
+        self._check_deadlines = TaskDeadlines()
         self._connecting = self._checking = self._resetting = self._closing_count = 0
         self._probe = None
         self._growers = set()
@@ -1272,9 +1276,19 @@ class Pool(Generic[C]):
 
         On success the record stays in state CHECKING for whoever started the check.
         """
+        timeout = self._config.check_timeout
+        deadlines = self._check_deadlines  # (as for resets: one timer, see _deadlines.py)
+        watch = deadlines.watch(cast(asyncio.AbstractEventLoop, self._loop), timeout)
         try:
-            async with asyncio.timeout(self._config.check_timeout):
+            try:
                 await self._connector.check(record.conn)
+            except asyncio.CancelledError:
+                if not watch.expired:
+                    raise
+                watch.task.uncancel()
+                raise TimeoutError(f"check did not finish within {timeout:g} s") from None
+            finally:
+                deadlines.finish(watch)
         except Exception as exc:
             self._checking -= 1
             self._check_failures += 1

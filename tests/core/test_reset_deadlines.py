@@ -1,5 +1,5 @@
-"""Reset deadlines: one shared timer bounds every reset (``_deadlines.py``), and the pool tells
-its own timeout from anyone else's cancellation."""
+"""Reset and check deadlines: one shared timer bounds every reset, one every check
+(``_deadlines.py``), and the pool tells its own timeout from anyone else's cancellation."""
 
 from __future__ import annotations
 
@@ -120,3 +120,35 @@ async def test_terminate_during_a_hanging_reset_aborts_without_a_reset_failure()
     assert pool.stats().reset_failures == 0
     assert len(pool._reset_deadlines) == 0
     assert not pool._reset_deadlines.timer_armed
+
+
+async def test_hanging_check_is_cut_off_at_check_timeout() -> None:
+    """A check before use that never returns is cut off at check_timeout (a TimeoutError check
+    failure, the connection closed); the acquire goes on with a fresh connection."""
+    events: list[PoolEvent] = []
+    connector = FakeConnector(check="never", needs_reset=False)
+    async with Pool(
+        connector,
+        min_size=1,
+        max_size=2,
+        check_on_acquire="always",
+        check_timeout=0.1,
+        on_event=events.append,
+    ) as pool:
+        first = connector.opened[0]
+        started = time.monotonic()
+        acquiring = asyncio.create_task(pool.acquire(timeout=5).__aenter__())
+        await asyncio.sleep(0.05)
+        connector.set("check", "ok")  # the fresh connection's check passes
+        conn = await acquiring
+        assert time.monotonic() - started < 2.0
+        assert conn is not first
+        assert not first.alive
+        failures = [e for e in events if e.name == "check.failed"]
+        assert len(failures) == 1
+        assert isinstance(failures[0].error, TimeoutError)
+        assert pool.stats().check_failures == 1
+        await pool.release(conn)
+        await settle(pool)
+        assert_pool_consistent(pool)
+        assert len(pool._check_deadlines) == 0
