@@ -28,6 +28,7 @@ __all__ = (
     "Measurement",
     "MinimalFifo",
     "Options",
+    "SQLAlchemyEngine",
     "client_pinned",
     "interleaved",
     "pin_mariadb_threads",
@@ -38,6 +39,7 @@ __all__ = (
     "pin_process",
     "placement",
     "run_alone",
+    "serve_forever",
     "server_process",
 )
 
@@ -322,6 +324,40 @@ async def pin_mariadb_threads(control: Any) -> int:
     return moved
 
 
+class SQLAlchemyEngine:
+    """An SQLAlchemy async engine as a benchmark contender (both database modules use it)."""
+
+    def __init__(self, name: str, url: str, size: int, **engine_options: Any) -> None:
+        self.name = name
+        self.url = url
+        self.size = size
+        self.engine_options = engine_options
+        self.engine: Any = None
+
+    async def open(self) -> None:
+        """Create the engine and warm one connection, like the other contenders."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self.engine = create_async_engine(
+            self.url, pool_size=self.size, max_overflow=0, **self.engine_options
+        )
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Check a connection out of the engine's pool."""
+        return self.engine.connect()  # type: ignore[no-any-return]
+
+    async def query(self, conn: Any) -> None:
+        """``SELECT 1`` through SQLAlchemy."""
+        result = await conn.exec_driver_sql("SELECT 1")
+        result.fetchone()
+
+    async def close(self) -> None:
+        """Dispose of the engine and its connections."""
+        await self.engine.dispose()
+
+
 class MinimalFifo:
     """The least a fair pool can do, the ceiling rows of the database benchmarks: ``size`` raw
     connections, an idle list and a deque of waiting futures, each release handed straight to
@@ -417,6 +453,28 @@ async def server_process(script: str) -> AsyncIterator[tuple[int, int, Path]]:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             await proc.wait()
+
+
+def serve_forever(serve: Callable[[str, str], Awaitable[None]], description: str) -> None:
+    """The ``--serve`` entry point of a benchmark server script (see :func:`server_process`):
+    parse ``--cert``/``--key`` and run ``serve(cert, key)`` (which prints ``PORTS <plain> <tls>``
+    and never returns) on uvloop when installed, until the parent terminates the process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--serve", action="store_true", required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args()
+    os.environ.pop("PYTHONASYNCIODEBUG", None)
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is in the bench group
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(args.cert, args.key))
 
 
 def run_alone(run: Callable[[Options], Awaitable[list[Measurement]]]) -> None:

@@ -19,10 +19,8 @@ numbers are preliminary on a shared 2-core machine: read the ratios, not the abs
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import os
 import ssl
 import statistics
 import time
@@ -34,7 +32,7 @@ import aiohttp
 import httpx
 
 import poolkit.http
-from _common import Measurement, Options, server_process
+from _common import Measurement, Options, serve_forever, server_process
 
 __all__ = ("run",)
 
@@ -247,41 +245,25 @@ def _ops(opts: Options, tasks: int, contender: _Contender) -> int:
 # ---------------------------------------------------------------------- the server process
 
 
-def _serve(cert: str, key: str) -> None:
+async def _serve(cert: str, key: str) -> None:
     """Run the benchmark server: ``GET /ok`` on a plain and a TLS port, until killed."""
     from aiohttp import web
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/ok", ok)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
-        ports = [address[1] for address in runner.addresses]
-        print("PORTS " + " ".join(str(p) for p in ports), flush=True)
-        await asyncio.get_running_loop().create_future()  # until the parent terminates us
-
-    try:
-        import uvloop
-
-        runner_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is in the bench group
-        runner_factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=runner_factory) as loop_runner:
-        loop_runner.run(main())
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    ports = [address[1] for address in runner.addresses]
+    print("PORTS " + " ".join(str(p) for p in ports), flush=True)
+    await asyncio.get_running_loop().create_future()  # until the parent terminates us
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="benchmark server (started by bench_http.run)")
-    parser.add_argument("--serve", action="store_true", required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    args = parser.parse_args()
-    os.environ.pop("PYTHONASYNCIODEBUG", None)
-    _serve(args.cert, args.key)
+    serve_forever(_serve, "benchmark server (started by bench_http.run)")

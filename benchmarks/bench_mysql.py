@@ -32,6 +32,7 @@ from _common import (
     Measurement,
     MinimalFifo,
     Options,
+    SQLAlchemyEngine,
     interleaved,
     jain_index,
     overtaken_fraction,
@@ -163,33 +164,13 @@ class _AsyncmyPool(_Contender):
         await self.pool.wait_closed()
 
 
-class _SQLAlchemy(_Contender):
-    name = "SQLAlchemy async (aiomysql)"
+def _sqlalchemy(dsn: str, size: int) -> SQLAlchemyEngine:
+    return SQLAlchemyEngine("SQLAlchemy async (aiomysql)", _mysql_url(dsn), size)
 
-    def __init__(self, dsn: str, size: int) -> None:
-        p = _params(dsn)
-        self.url = (
-            f"mysql+aiomysql://{p['user']}:{p['password']}@{p['host']}:{p['port']}/{p['db'] or ''}"
-        )
-        self.size = size
-        self.engine: Any = None
 
-    async def open(self) -> None:
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        self.engine = create_async_engine(self.url, pool_size=self.size, max_overflow=0)
-        async with self.engine.connect() as conn:  # warm one connection, like the others
-            await conn.exec_driver_sql("SELECT 1")
-
-    def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self.engine.connect()  # type: ignore[no-any-return]
-
-    async def query(self, conn: Any) -> None:
-        result = await conn.exec_driver_sql("SELECT 1")
-        result.fetchone()
-
-    async def close(self) -> None:
-        await self.engine.dispose()
+def _mysql_url(dsn: str) -> str:
+    p = _params(dsn)
+    return f"mysql+aiomysql://{p['user']}:{p['password']}@{p['host']}:{p['port']}/{p['db'] or ''}"
 
 
 class _Raw(_Contender):
@@ -398,7 +379,7 @@ async def _scenarios(
             (_Poolkit(dsn, "rollback", CONNECTIONS), False, contended_ops),
             (_AiomysqlPool(dsn, CONNECTIONS), False, contended_ops),
             (_AsyncmyPool(dsn, CONNECTIONS), False, contended_ops),
-            (_SQLAlchemy(dsn, CONNECTIONS), False, contended_ops),
+            (_sqlalchemy(dsn, CONNECTIONS), False, contended_ops),
             (_MinimalFifo(dsn, CONNECTIONS), False, contended_ops),
         ],
         repeat,
@@ -414,7 +395,7 @@ async def _scenarios(
             (_Poolkit(dsn, "rollback", 1), False, single_ops),
             (_AiomysqlPool(dsn, 1), False, single_ops),
             (_AsyncmyPool(dsn, 1), False, single_ops),
-            (_SQLAlchemy(dsn, 1), False, single_ops),
+            (_sqlalchemy(dsn, 1), False, single_ops),
             (_Raw(dsn), False, single_ops),
         ],
         repeat,

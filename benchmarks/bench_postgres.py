@@ -39,6 +39,7 @@ from _common import (
     Measurement,
     MinimalFifo,
     Options,
+    SQLAlchemyEngine,
     interleaved,
     jain_index,
     measure_rate,
@@ -165,32 +166,13 @@ class _Psycopg(_Contender):
         await self.pool.close()
 
 
-class _SQLAlchemy(_Contender):
-    name = "SQLAlchemy async (asyncpg)"
-
-    def __init__(self, dsn: str, size: int) -> None:
-        self.url = "postgresql+asyncpg://" + dsn.split("://", 1)[1]
-        self.size = size
-        self.engine: Any = None
-
-    async def open(self) -> None:
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        self.engine = create_async_engine(
-            self.url, pool_size=self.size, max_overflow=0, isolation_level="AUTOCOMMIT"
-        )
-        async with self.engine.connect() as conn:  # warm one connection, like the others
-            await conn.exec_driver_sql("SELECT 1")
-
-    def borrow(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self.engine.connect()  # type: ignore[no-any-return]
-
-    async def query(self, conn: Any) -> None:
-        result = await conn.exec_driver_sql("SELECT 1")
-        result.fetchone()
-
-    async def close(self) -> None:
-        await self.engine.dispose()
+def _sqlalchemy(dsn: str, size: int) -> SQLAlchemyEngine:
+    return SQLAlchemyEngine(
+        "SQLAlchemy async (asyncpg)",
+        "postgresql+asyncpg://" + dsn.split("://", 1)[1],
+        size,
+        isolation_level="AUTOCOMMIT",
+    )
 
 
 class _Raw(_Contender):
@@ -381,7 +363,7 @@ async def run(opts: Options) -> list[Measurement]:
             (_AsyncpgPool(dsn, 1, reset=True), False, cycle_ops // 10),
             (_AsyncpgPool(dsn, 1, reset=False), False, cycle_ops),
             (_Psycopg(dsn, 1), False, cycle_ops),
-            (_SQLAlchemy(dsn, 1), False, cycle_ops // 10),
+            (_sqlalchemy(dsn, 1), False, cycle_ops // 10),
         ],
         repeat,
         kind="cycle",
@@ -397,7 +379,7 @@ async def run(opts: Options) -> list[Measurement]:
             (_AsyncpgPool(dsn, 1, reset=True), False, single_ops),
             (_AsyncpgPool(dsn, 1, reset=False), False, single_ops),
             (_Psycopg(dsn, 1), False, single_ops),
-            (_SQLAlchemy(dsn, 1), False, single_ops),
+            (_sqlalchemy(dsn, 1), False, single_ops),
             (_Raw(dsn), False, single_ops),
         ],
         repeat,
@@ -411,7 +393,7 @@ async def run(opts: Options) -> list[Measurement]:
             (_AsyncpgPool(dsn, CONNECTIONS, reset=True), False, contended_ops),
             (_AsyncpgPool(dsn, CONNECTIONS, reset=False), False, contended_ops),
             (_Psycopg(dsn, CONNECTIONS), False, contended_ops),
-            (_SQLAlchemy(dsn, CONNECTIONS), False, contended_ops),
+            (_sqlalchemy(dsn, CONNECTIONS), False, contended_ops),
             (_MinimalFifo(dsn, CONNECTIONS, reset=False), False, contended_ops),
             (_MinimalFifo(dsn, CONNECTIONS, reset=True), False, contended_ops),
         ],

@@ -25,11 +25,9 @@ a shared 2-core machine: read the ratios, not the absolute rates.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import os
 import ssl
 import sys
 import time
@@ -43,7 +41,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 import poolkit.websocket
-from _common import Measurement, Options, measure_rate, server_process
+from _common import Measurement, Options, measure_rate, serve_forever, server_process
 
 __all__ = ("run",)
 
@@ -329,7 +327,7 @@ async def run(opts: Options) -> list[Measurement]:
 # ---------------------------------------------------------------------- the server process
 
 
-def _serve(cert: str, key: str) -> None:
+async def _serve(cert: str, key: str) -> None:
     """Run the benchmark server on a plain and a TLS port until terminated.
 
     ``/echo`` echoes; ``/feed`` connections subscribe with ``{"subscribe": topic}``;
@@ -365,34 +363,18 @@ def _serve(cert: str, key: str) -> None:
             for members in topics.values():
                 members.discard(conn)
 
-    async def main() -> None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        options: dict[str, Any] = {"compression": None, "ping_interval": None, "max_size": None}
-        async with (
-            serve(handler, "127.0.0.1", 0, **options) as plain,
-            serve(handler, "127.0.0.1", 0, ssl=context, **options) as tls,
-        ):
-            ports = [next(iter(s.sockets)).getsockname()[1] for s in (plain, tls)]
-            sys.stdout.write(f"PORTS {ports[0]} {ports[1]}\n")
-            sys.stdout.flush()
-            await asyncio.Future()  # until terminated
-
-    try:
-        import uvloop
-
-        runner_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is in the bench group
-        runner_factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=runner_factory) as loop_runner:
-        loop_runner.run(main())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    options: dict[str, Any] = {"compression": None, "ping_interval": None, "max_size": None}
+    async with (
+        serve(handler, "127.0.0.1", 0, **options) as plain,
+        serve(handler, "127.0.0.1", 0, ssl=context, **options) as tls,
+    ):
+        ports = [next(iter(s.sockets)).getsockname()[1] for s in (plain, tls)]
+        sys.stdout.write(f"PORTS {ports[0]} {ports[1]}\n")
+        sys.stdout.flush()
+        await asyncio.Future()  # until terminated
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="benchmark server (started by bench_websocket)")
-    parser.add_argument("--serve", action="store_true", required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    args = parser.parse_args()
-    os.environ.pop("PYTHONASYNCIODEBUG", None)
-    _serve(args.cert, args.key)
+    serve_forever(_serve, "benchmark server (started by bench_websocket)")

@@ -19,6 +19,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
+from types import TracebackType
 
 __all__ = ("EARLY", "SharedTimer", "TaskDeadlines", "Watch")
 
@@ -71,11 +72,35 @@ class SharedTimer:
 
 
 class Watch:
-    """One task's deadline. ``expired`` is set just before the task is cancelled for it."""
+    """One task's deadline. ``expired`` is set just before the task is cancelled for it.
 
-    __slots__ = ("deadline", "expired", "finished", "own_timer", "task")
+    Also a context manager around the bounded work (``with deadlines.watch(...):``): on exit it
+    finishes the watch and turns the cancellation it caused into a ``TimeoutError``; anyone
+    else's cancellation propagates untouched.
+    """
 
-    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+    __slots__ = (
+        "_owner",
+        "_timeout",
+        "_what",
+        "deadline",
+        "expired",
+        "finished",
+        "own_timer",
+        "task",
+    )
+
+    def __init__(
+        self,
+        owner: TaskDeadlines,
+        task: asyncio.Task[object],
+        deadline: float,
+        what: str,
+        timeout: float,
+    ) -> None:
+        self._owner = owner
+        self._what = what
+        self._timeout = timeout
         self.task = task
         self.deadline = deadline
         self.expired = False
@@ -87,6 +112,20 @@ class Watch:
         if not self.finished and not self.expired:
             self.expired = True
             self.task.cancel()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._owner.finish(self)
+        if self.expired and exc_type is asyncio.CancelledError:
+            self.task.uncancel()
+            raise TimeoutError(f"{self._what} did not finish within {self._timeout:g} s") from None
 
 
 class TaskDeadlines:
@@ -103,15 +142,16 @@ class TaskDeadlines:
         """Watches queued (finished ones not yet dropped included)."""
         return len(self._queue)
 
-    def watch(self, loop: asyncio.AbstractEventLoop, timeout: float) -> Watch:
+    def watch(self, loop: asyncio.AbstractEventLoop, timeout: float, what: str = "task") -> Watch:
         """Watch the current task: cancel it ``timeout`` seconds from now unless finished.
 
-        The caller must call :meth:`finish` when the work ends, however it ends.
+        Use the watch as a context manager around the work, or call :meth:`finish` when the
+        work ends, however it ends.
         """
         task = asyncio.current_task(loop)
         assert task is not None, "watch() is called from a task"
         deadline = loop.time() + timeout
-        watch = Watch(task, deadline)
+        watch = Watch(self, task, deadline, what, timeout)
         if deadline < self._tail:
             watch.own_timer = loop.call_at(deadline, watch.expire)
             return watch

@@ -34,7 +34,6 @@ import random
 import time
 import warnings
 import weakref
-from bisect import bisect_left as _bisect_left
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from types import TracebackType
@@ -45,7 +44,7 @@ from ._connector import Connector
 from ._deadlines import TaskDeadlines
 from ._events import EventName, PoolEvent, logger
 from ._record import ConnectionRecord, State, capture_stack, format_stack
-from ._stats import BUCKET_BOUNDS, Histogram, PoolStats, sizing_hint
+from ._stats import Histogram, PoolStats, sizing_hint
 from ._waiters import Waiters
 from .errors import (
     AuthenticationError,
@@ -719,6 +718,17 @@ class Pool(Generic[C]):
         record.leak_reported = False
         self._in_use[id(record.conn)] = record
 
+    def _hand_to_waiter(self, record: ConnectionRecord[C], now: float) -> bool:
+        """Lend ``record`` to the oldest live waiter; ``False`` (record not lent) if none is
+        left (the live count still includes waiters cancelled but not yet run)."""
+        self._lend(record, now)
+        if self._waiters.hand_over(record):
+            return True
+        del self._in_use[id(record.conn)]
+        record.lease += 1
+        record.uses -= 1
+        return False
+
     def _unlend(self, record: ConnectionRecord[C]) -> None:
         """Take back a connection lent but never used (its borrower was cancelled)."""
         if self._in_use.pop(id(record.conn), None) is None:
@@ -756,14 +766,7 @@ class Pool(Generic[C]):
         del self._in_use[id(conn)]
         now = self._clock()
         held = now - record.acquired_at
-        if held < 0.0:  # (a clock that is not monotonic)
-            held = 0.0
-        use_time = self._use_time  # Histogram.record, inlined: hot path
-        use_time._counts[_bisect_left(BUCKET_BOUNDS, held)] += 1
-        use_time.count += 1
-        use_time.sum += held
-        if held > use_time.max:
-            use_time.max = held
+        self._use_time.record(held)
         record.stack = None
         if record.leak_reported:
             logger.info(
@@ -796,18 +799,9 @@ class Pool(Generic[C]):
         ):
             # Clean and still good: no reset task, no I/O.
             if self._budget is None:
-                if self._waiters._live:
-                    # Straight to the oldest waiter (what _make_available does, minus the
-                    # tests this branch has just made).
-                    record.acquired_at = now
-                    record.lease += 1
-                    record.uses += 1
-                    self._in_use[id(conn)] = record
-                    if self._waiters.hand_over(record):
-                        return
-                    del self._in_use[id(conn)]
-                    record.lease += 1
-                    record.uses -= 1
+                # (_make_available, minus the tests this branch has just made.)
+                if self._waiters._live and self._hand_to_waiter(record, now):
+                    return
                 record.state = _IDLE
                 record.idle_since = now
                 self._idle.append(record)
@@ -923,18 +917,8 @@ class Pool(Generic[C]):
             self._spawn_close(record, reason)
             self._fill()
             return
-        if self._waiters:
-            record.state = State.IN_USE
-            record.acquired_at = now
-            record.lease += 1
-            record.uses += 1
-            record.leak_reported = False
-            self._in_use[id(record.conn)] = record
-            if self._waiters.hand_over(record):
-                return
-            del self._in_use[id(record.conn)]
-            record.lease += 1
-            record.uses -= 1
+        if self._waiters and self._hand_to_waiter(record, now):
+            return
         if self._budget is not None and self._budget.others_waiting(self):
             # At the global cap another key needs this slot more than our idle stack does.
             self._spawn_close(record, "evicted")
@@ -1276,19 +1260,11 @@ class Pool(Generic[C]):
 
         On success the record stays in state CHECKING for whoever started the check.
         """
-        timeout = self._config.check_timeout
-        deadlines = self._check_deadlines  # (as for resets: one timer, see _deadlines.py)
-        watch = deadlines.watch(cast(asyncio.AbstractEventLoop, self._loop), timeout)
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
         try:
-            try:
+            # Bounded by check_timeout through the pool's shared timer (_deadlines.py).
+            with self._check_deadlines.watch(loop, self._config.check_timeout, "check"):
                 await self._connector.check(record.conn)
-            except asyncio.CancelledError:
-                if not watch.expired:
-                    raise
-                watch.task.uncancel()
-                raise TimeoutError(f"check did not finish within {timeout:g} s") from None
-            finally:
-                deadlines.finish(watch)
         except Exception as exc:
             self._checking -= 1
             self._check_failures += 1
@@ -1319,25 +1295,16 @@ class Pool(Generic[C]):
 
     async def _reset(self, record: ConnectionRecord[C]) -> None:
         conn = record.conn
-        # Bounded by reset_timeout through the pool's shared deadline timer (_deadlines.py),
-        # not asyncio.timeout(): that alone would cost more than the rest of a release.
-        timeout = self._config.reset_timeout
-        deadlines = self._reset_deadlines
-        watch = deadlines.watch(cast(asyncio.AbstractEventLoop, self._loop), timeout)
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
         try:
-            try:
+            # Bounded by reset_timeout through the pool's shared timer (_deadlines.py), not
+            # asyncio.timeout(): that alone would cost more than the rest of a release.
+            with self._reset_deadlines.watch(loop, self._config.reset_timeout, "reset"):
                 if self._on_release is not None:
                     result = self._on_release(conn)
                     if result is not None:
                         await result
                 await self._connector.reset(conn)
-            except asyncio.CancelledError:
-                if not watch.expired:
-                    raise
-                watch.task.uncancel()
-                raise TimeoutError(f"reset did not finish within {timeout:g} s") from None
-            finally:
-                deadlines.finish(watch)
         except Exception as exc:
             self._resetting -= 1
             self._reset_failures += 1

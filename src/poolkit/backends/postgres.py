@@ -389,8 +389,7 @@ class PostgresConnector:
         """
         if conn.is_closed():
             raise ConnectionBroken(f"connection to {self._target} is closed")
-        baseline = self._baselines.get(conn) if self._custom_baselines else None
-        baseline = baseline or _DEFAULT_BASELINE
+        baseline = self._baseline_of(conn)
         if baseline.client_changed(conn):
             baseline.restore_client(conn)
         policy = self._reset_policy
@@ -411,11 +410,15 @@ class PostgresConnector:
         if self._rollback_only:
             if conn.is_closed() or conn.is_in_transaction():
                 return True
-            # (A WeakKeyDictionary lookup is Python code: skipped while every connection has
-            # the default baseline, which is not stored.)
-            baseline = self._baselines.get(conn) if self._custom_baselines else None
-            return (baseline or _DEFAULT_BASELINE).client_changed(conn)
+            return self._baseline_of(conn).client_changed(conn)
         return True
+
+    def _baseline_of(self, conn: PostgresConnection) -> _Baseline:
+        # (A WeakKeyDictionary lookup is Python code: skipped while every connection has the
+        # default baseline, which is not stored.)
+        if self._custom_baselines:
+            return self._baselines.get(conn, _DEFAULT_BASELINE)
+        return _DEFAULT_BASELINE
 
     async def close(self, conn: PostgresConnection) -> None:
         """Close ``conn`` gracefully (bounded by ``close_timeout``), else abort it; never raises
